@@ -1,0 +1,85 @@
+"""The dataset registry and the shared uint8 NCHW normalisation."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    from repurify.params import DataParams
+
+
+@dataclass(frozen=True)
+class Split:
+    """A dataset as uint8 NCHW images with int64 labels."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    classes: tuple[str, ...]
+
+
+Loader = Callable[["DataParams"], Split]
+DATASETS: dict[str, Loader] = {}
+
+
+def register(name: str) -> Callable[[Loader], Loader]:
+    """Add a loader to :data:`DATASETS` under ``name``."""
+
+    def deco(fn: Loader) -> Loader:
+        if name in DATASETS:
+            raise KeyError(f"dataset {name!r} registered twice")
+        DATASETS[name] = fn
+        return fn
+
+    return deco
+
+
+def to_nchw_uint8(images: torch.Tensor, size: int, channels: int) -> torch.Tensor:
+    """Resize uint8 NCHW images to ``size`` x ``size`` and convert to ``channels``."""
+    if images.dtype != torch.uint8 or images.ndim != 4:
+        raise ValueError(f"expected uint8 NCHW images, got {images.dtype} {tuple(images.shape)}")
+    if images.shape[1] != channels:
+        if channels == 3 and images.shape[1] == 1:
+            images = images.expand(-1, 3, -1, -1)
+        elif channels == 1 and images.shape[1] == 3:
+            w = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+            images = (images.float() * w).sum(1, keepdim=True).round().clamp(0, 255).to(torch.uint8)
+        else:
+            raise ValueError(f"cannot convert {images.shape[1]} channels to {channels}")
+    if images.shape[-2:] != (size, size):
+        x = F.interpolate(images.float(), size=(size, size), mode="bilinear", antialias=True)
+        images = x.round().clamp(0, 255).to(torch.uint8)
+    return images.contiguous()
+
+
+def _limit(x: torch.Tensor, y: torch.Tensor, n: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keep ``n`` examples in a fixed, class-interleaved order (independent of ``seed``)."""
+    if n is None or n >= len(y):
+        return x, y
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))[:n]
+    order = order.sort().values
+    return x[order], y[order]
+
+
+def prepare(split: Split, p: DataParams) -> Split:
+    """Apply the profile's size, channel and subset settings to a raw split."""
+    x_tr, y_tr = _limit(split.x_train, split.y_train, p.train_limit)
+    x_te, y_te = _limit(split.x_test, split.y_test, p.test_limit)
+    return Split(
+        x_train=to_nchw_uint8(x_tr, p.image_size, p.channels),
+        y_train=y_tr.to(torch.int64),
+        x_test=to_nchw_uint8(x_te, p.image_size, p.channels),
+        y_test=y_te.to(torch.int64),
+        classes=split.classes,
+    )
+
+
+def load_split(p: DataParams) -> Split:
+    """Load the dataset ``p.name`` and normalise it to the profile's format."""
+    return prepare(DATASETS[p.name](p), p)

@@ -1,0 +1,210 @@
+"""The params.yaml schema: validated once, before any stage does work.
+
+Every stage CLI and the Snakefile call :func:`load_params`; a bad value raises
+:class:`ParamsError` whose message names the key path (``profiles.digits.data.
+image_size``) and what is expected there.
+"""
+
+from __future__ import annotations
+
+import re
+from fractions import Fraction
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from repurify.errors import ParamsError
+
+_RATIO = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(\d+(?:\.\d+)?)\s*$")
+
+
+def _ratio(value: Any) -> Any:
+    """Accept the papers' notation ``8/255`` for pixel budgets."""
+    if isinstance(value, str) and (m := _RATIO.match(value)):
+        num, den = (Fraction(g) for g in m.groups())
+        if den == 0:
+            raise ValueError(f"division by zero in {value!r}")
+        return float(num / den)
+    return value
+
+
+Ratio = Annotated[float, BeforeValidator(_ratio)]
+PositiveRatio = Annotated[Ratio, Field(gt=0)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class DataParams(_Strict):
+    """Which dataset to load and how to normalise it to uint8 NCHW tensors."""
+
+    name: str
+    root: str | None = None  # raw files; default data/raw/<name>
+    image_size: int = Field(gt=0)
+    channels: Literal[1, 3]
+    download: bool = True
+    test_fraction: float = Field(default=0.25, gt=0, lt=1)  # digits only
+    train_limit: int | None = Field(default=None, gt=0)
+    test_limit: int | None = Field(default=None, gt=0)
+    train_dir: str = "train"  # ImageFolder layouts only
+    test_dir: str = "val"
+
+    @field_validator("name")
+    @classmethod
+    def _known_dataset(cls, v: str) -> str:
+        from repurify.data import DATASETS
+
+        if v not in DATASETS:
+            raise ValueError(f"unknown dataset {v!r}; choose one of {sorted(DATASETS)}")
+        return v
+
+    @property
+    def raw_root(self) -> Path:
+        return Path(self.root) if self.root else Path("data/raw") / self.name
+
+
+class ClassifierParams(_Strict):
+    """How to build and train one classifier."""
+
+    arch: str
+    epochs: int = Field(gt=0)
+    batch_size: int = Field(gt=0)
+    optimizer: Literal["sgd", "adam"]
+    lr: float = Field(gt=0)
+    momentum: float = Field(default=0.9, ge=0, lt=1)
+    weight_decay: float = Field(default=0.0, ge=0)
+    schedule: Literal["constant", "cosine"] = "cosine"
+    augment: Literal["none", "crop", "crop_flip"] = "none"  # crop: pad size/8 (4 px at 32)
+    seed_offset: int = Field(default=0, ge=0)
+
+    @field_validator("arch")
+    @classmethod
+    def _known_arch(cls, v: str) -> str:
+        from repurify.models import MODELS
+
+        if v not in MODELS:
+            raise ValueError(f"unknown architecture {v!r}; choose one of {sorted(MODELS)}")
+        return v
+
+
+class ClassifiersParams(_Strict):
+    """The frozen target under protection and the substitute for transfer attacks."""
+
+    target: ClassifierParams
+    substitute: ClassifierParams
+
+
+class AttackBudget(_Strict):
+    """The profile's default threat budget, as its paper states it."""
+
+    norm: Literal["linf", "l2"]
+    eps: PositiveRatio
+    step_size: PositiveRatio
+    steps: int = Field(gt=0)
+    source: str = Field(min_length=1)  # where the numbers come from
+
+    @model_validator(mode="after")
+    def _step_within_budget(self) -> AttackBudget:
+        if self.step_size > self.eps:
+            raise ValueError(f"step_size {self.step_size:g} exceeds eps {self.eps:g}")
+        return self
+
+
+class ProfileParams(_Strict):
+    """One dataset setting: data, classifiers and attack budget."""
+
+    description: str
+    data: DataParams
+    classifiers: ClassifiersParams
+    attack: AttackBudget
+
+
+class MlflowParams(_Strict):
+    experiment: str = Field(min_length=1)
+
+
+class Params(_Strict):
+    """The whole of params.yaml."""
+
+    profile: str
+    seed: int = Field(ge=0)
+    device: Literal["auto", "cpu", "cuda"]
+    mlflow: MlflowParams
+    profiles: dict[str, ProfileParams]
+
+    @model_validator(mode="after")
+    def _profile_exists(self) -> Params:
+        if self.profile not in self.profiles:
+            raise ValueError(
+                f"profile {self.profile!r} is not defined; choose one of {sorted(self.profiles)}"
+            )
+        return self
+
+    @property
+    def active(self) -> ProfileParams:
+        return self.profiles[self.profile]
+
+
+class _Yaml12Loader(yaml.SafeLoader):
+    """PyYAML reads ``1e-3`` as a string (YAML 1.1); DVC reads it as a float (1.2)."""
+
+
+_Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?$|^[-+]?\d+[eE][-+]?\d+$"),
+    list("-+0123456789."),
+)
+
+
+def read_yaml(path: str | Path) -> Any:
+    """Parse a YAML file the way DVC does (YAML 1.2 floats)."""
+    with open(path, encoding="utf-8") as fh:
+        return yaml.load(fh, Loader=_Yaml12Loader)  # noqa: S506 - SafeLoader subclass
+
+
+def _format_errors(exc: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid params ({exc.error_count()} problem(s)):"]
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "<top level>"
+        msg = err["msg"].removeprefix("Value error, ")
+        got = f" (got {err['input']!r})" if err["type"] != "missing" else ""
+        if len(got) > 80:
+            got = ""
+        lines.append(f"  {key}: {msg}{got}")
+    lines.append(f"Fix these keys in {source} and rerun.")
+    return "\n".join(lines)
+
+
+def validate_params(raw: Any, source: str = "params.yaml", profile: str | None = None) -> Params:
+    """Validate an already-parsed params mapping; ``profile`` overrides its key."""
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{source}: expected a mapping at the top level, got {type(raw).__name__}")
+    if profile is not None:
+        raw = {**raw, "profile": profile}
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        raise ParamsError(_format_errors(exc, source)) from None
+
+
+def load_params(path: str | Path = "params.yaml", profile: str | None = None) -> Params:
+    """Read and validate params.yaml; raise :class:`ParamsError` naming each bad key."""
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"{path}: not found; run from the repository root (where params.yaml is)")
+    try:
+        raw = read_yaml(path)
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path}: not valid YAML: {exc}") from None
+    return validate_params(raw, str(path), profile)

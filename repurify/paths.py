@@ -1,0 +1,19 @@
+"""Output locations, as ``{profile}`` templates shared by the stages and the DAG table.
+
+Every output lives under a profile's own folder, so profiles never overwrite
+each other.
+"""
+
+from __future__ import annotations
+
+DATASET = "data/{profile}/dataset.pt"
+MANIFEST = "data/{profile}/manifest.json"
+CLASSIFIER = "data/{profile}/models/{role}.pt"
+CLASSIFIER_METRICS = "metrics/{profile}/classifier.json"
+
+ROLES = ("target", "substitute")
+
+
+def path(template: str, profile: str, **fields: str) -> str:
+    """Fill a template for one profile, e.g. ``path(CLASSIFIER, "digits", role="target")``."""
+    return template.format(profile=profile, **fields)

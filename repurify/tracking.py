@@ -1,0 +1,128 @@
+"""MLflow tracking for stages: buffered during the stage, written once under a file lock.
+
+Stages that run in parallel (``snakemake --cores 2``) share one SQLite file;
+SQLite allows one writer at a time, so each stage holds an exclusive
+``flock`` on ``<db>.lock`` while it writes its single batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from repurify.params import Params
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DO_NOT_TRACK", "true")
+
+
+def tracking_uri() -> str:
+    """``$MLFLOW_TRACKING_URI`` or ``sqlite:///<repo root>/mlflow.db`` (absolute)."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd().resolve() / 'mlflow.db'}"
+
+
+def engine() -> str:
+    """Which engine launched this stage: snakemake, dvc or cli."""
+    if os.environ.get("REPURIFY_ENGINE"):
+        return os.environ["REPURIFY_ENGINE"]
+    return "dvc" if os.environ.get("DVC_STAGE") else "cli"
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=10, check=True)
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def flatten(obj: Any, prefix: str = "") -> dict[str, str]:
+    """Nested mappings -> ``{"a.b.c": "value"}`` for MLflow params."""
+    if isinstance(obj, dict):
+        out: dict[str, str] = {}
+        for k, v in obj.items():
+            out.update(flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix.rstrip("."): str(obj)}
+
+
+@contextlib.contextmanager
+def _db_lock(uri: str) -> Iterator[None]:
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    lock = Path(uri.removeprefix("sqlite:///") + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+@dataclass
+class StageRun:
+    """Metrics, params and tags of one stage execution, flushed to MLflow at the end."""
+
+    stage: str
+    params: Params
+    tags: dict[str, str] = field(default_factory=dict)
+    extra_params: dict[str, str] = field(default_factory=dict)
+    metrics: list[tuple[str, float, int, int]] = field(default_factory=list)
+
+    def log_metric(self, key: str, value: float, step: int = 0) -> None:
+        self.metrics.append((key, float(value), int(time.time() * 1000), step))
+
+    def log_metrics(self, values: dict[str, float], step: int = 0) -> None:
+        for k, v in values.items():
+            self.log_metric(k, v, step)
+
+    def log_params(self, values: dict[str, Any]) -> None:
+        self.extra_params.update(flatten(values))
+
+    def flush(self, status: str) -> str:
+        """Write the run to MLflow; returns its run id."""
+        from mlflow.entities import Metric, Param, RunTag
+        from mlflow.tracking import MlflowClient
+
+        uri = tracking_uri()
+        p = self.params
+        all_params = {"profile": p.profile, "seed": str(p.seed), "device": p.device,
+                      **flatten(p.active.model_dump(mode="json")), **self.extra_params}
+        tags = {"profile": p.profile, "stage": self.stage, "engine": engine(),
+                "git_commit": git_commit(), **self.tags}
+        with _db_lock(uri):
+            client = MlflowClient(tracking_uri=uri)
+            exp = client.get_experiment_by_name(p.mlflow.experiment)
+            exp_id = exp.experiment_id if exp else client.create_experiment(p.mlflow.experiment)
+            run = client.create_run(exp_id, run_name=f"{self.stage}:{p.profile}")
+            run_id = run.info.run_id
+            client.log_batch(
+                run_id,
+                metrics=[Metric(k, v, ts, s) for k, v, ts, s in self.metrics],
+                params=[Param(k, v[:6000]) for k, v in sorted(all_params.items())],
+                tags=[RunTag(k, v) for k, v in sorted(tags.items())],
+            )
+            client.set_terminated(run_id, status)
+        return run_id
+
+
+@contextlib.contextmanager
+def stage_run(stage: str, params: Params, **tags: str) -> Iterator[StageRun]:
+    """Collect a stage's MLflow record; it is written even when the stage fails."""
+    run = StageRun(stage, params, dict(tags))
+    try:
+        yield run
+    except BaseException:
+        run.flush("FAILED")
+        raise
+    run.flush("FINISHED")

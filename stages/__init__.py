@@ -1,0 +1,1 @@
+"""Thin command-line entry points, one per pipeline stage: ``python -m stages.<name>``."""

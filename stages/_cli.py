@@ -1,0 +1,69 @@
+"""Shared stage CLI: parse ``--profile/--params/--device/--log``, validate, report errors plainly."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TextIO
+
+from repurify.errors import RepurifyError
+from repurify.params import Params, load_params
+
+
+class _Tee:
+    """Write to the terminal stream and a log file; keeps the stream's TTY-ness for tqdm."""
+
+    def __init__(self, stream: TextIO, log: TextIO) -> None:
+        self._stream, self._log = stream, log
+
+    def write(self, text: str) -> int:
+        self._log.write(text)
+        return self._stream.write(text)
+
+    def flush(self) -> None:
+        self._log.flush()
+        self._stream.flush()
+
+    def isatty(self) -> bool:
+        return self._stream.isatty()
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
+@contextlib.contextmanager
+def _tee_to(path: str | None) -> Iterator[None]:
+    if path is None:
+        yield
+        return
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as log:
+        out, err = sys.stdout, sys.stderr
+        sys.stdout, sys.stderr = _Tee(out, log), _Tee(err, log)
+        try:
+            yield
+        finally:
+            sys.stdout, sys.stderr = out, err
+
+
+def run_stage(name: str, doc: str, body: Callable[[Params, str], None],
+              argv: list[str] | None = None) -> int:
+    """Validate params, then call ``body(params, device)``; errors exit 2 with a message."""
+    ap = argparse.ArgumentParser(prog=f"python -m stages.{name}", description=doc)
+    ap.add_argument("--profile", help="profile to run (default: the `profile` key of params)")
+    ap.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    ap.add_argument("--device", choices=["auto", "cpu", "cuda"],
+                    help="override the `device` key (auto|cpu|cuda)")
+    ap.add_argument("--log", help="also write everything the stage prints to this file")
+    args = ap.parse_args(argv)
+    with _tee_to(args.log):
+        try:
+            params = load_params(args.params, args.profile)
+            body(params, args.device or params.device)
+        except RepurifyError as exc:
+            print(f"error [{name}]: {exc}", file=sys.stderr)
+            return 2
+    return 0

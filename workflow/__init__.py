@@ -1,0 +1,1 @@
+"""Workflow definition shared by Snakemake and DVC: the stage table and cluster profile."""

@@ -1,0 +1,54 @@
+# Rules generated from workflow/dag.py: one rule per stage, `python -m stages.<name>`.
+import json
+import sys
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+
+sys.path.insert(0, str(Path(workflow.main_snakefile).parent))
+
+from repurify.errors import ParamsError
+from repurify.params import load_params
+from workflow.dag import STAGES, slurm_resources
+
+try:
+    PARAMS = load_params("params.yaml", profile=config.get("profile"))
+except ParamsError as exc:
+    raise WorkflowError(str(exc)) from None
+
+PROFILE = PARAMS.profile
+_RAW = PARAMS.model_dump(mode="json")
+shell.prefix("export REPURIFY_ENGINE=snakemake; ")  # tags the jobs' MLflow runs
+
+
+def _param_value(key):
+    node = _RAW
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
+for _stage in STAGES:
+
+    rule:
+        name:
+            _stage.name
+        input:
+            code=_stage.code_files(),
+            data=[d.format(profile=PROFILE) for d in _stage.deps],
+        output:
+            [o.format(profile=PROFILE) for o in _stage.outs],
+            metrics=[m.format(profile=PROFILE) for m in _stage.metrics],
+        params:
+            # a change of any of these keys reruns the rule (rerun-trigger "params")
+            values=json.dumps({k: _param_value(k) for k in _stage.param_keys(PROFILE)},
+                              sort_keys=True),
+        log:
+            _stage.log(PROFILE),
+        threads: _stage.resources.threads
+        resources:
+            **slurm_resources(_stage),
+        conda:
+            "../envs/repurify.yaml"
+        shell:
+            _stage.cmd(PROFILE)
