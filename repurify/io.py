@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import os
 import tempfile
@@ -47,9 +48,15 @@ def write_text(path: str | Path, text: str) -> None:
 
 
 def save_torch(path: str | Path, obj: Any) -> None:
-    """``torch.save`` atomically."""
+    """``torch.save`` atomically, byte-identical for equal ``obj``.
+
+    Saving through a buffer keeps the temporary file's random name out of the
+    archive, so equal tensors give equal checksums.
+    """
+    buf = io.BytesIO()
+    torch.save(obj, buf)
     with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+        tmp.write_bytes(buf.getvalue())
 
 
 def load_torch(path: str | Path, produced_by: str) -> Any:

@@ -19,6 +19,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -114,11 +115,13 @@ class AttackBudget(_Strict):
     steps: int = Field(gt=0)
     source: str = Field(min_length=1)  # where the numbers come from
 
-    @model_validator(mode="after")
-    def _step_within_budget(self) -> AttackBudget:
-        if self.step_size > self.eps:
-            raise ValueError(f"step_size {self.step_size:g} exceeds eps {self.eps:g}")
-        return self
+    @field_validator("step_size")
+    @classmethod
+    def _step_within_budget(cls, v: float, info: ValidationInfo) -> float:
+        eps = info.data.get("eps")
+        if eps is not None and v > eps:
+            raise ValueError(f"step_size {v:g} exceeds eps {eps:g}")
+        return v
 
 
 class ProfileParams(_Strict):
@@ -170,7 +173,7 @@ _Yaml12Loader.add_implicit_resolver(
 def read_yaml(path: str | Path) -> Any:
     """Parse a YAML file the way DVC does (YAML 1.2 floats)."""
     with open(path, encoding="utf-8") as fh:
-        return yaml.load(fh, Loader=_Yaml12Loader)  # noqa: S506 - SafeLoader subclass
+        return yaml.load(fh, Loader=_Yaml12Loader)
 
 
 def _format_errors(exc: ValidationError, source: str) -> str:

@@ -11,6 +11,7 @@ import contextlib
 import fcntl
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -123,6 +124,9 @@ def stage_run(stage: str, params: Params, **tags: str) -> Iterator[StageRun]:
     try:
         yield run
     except BaseException:
-        run.flush("FAILED")
+        try:
+            run.flush("FAILED")
+        except Exception as exc:  # never hide the stage's own error behind a tracking error
+            print(f"warning: could not record the failed run in MLflow: {exc}", file=sys.stderr)
         raise
     run.flush("FINISHED")

@@ -7,6 +7,7 @@ the loader raises :class:`DataUnavailableError` naming the exact paths to fill.
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -72,6 +73,13 @@ class _CIFAR10(tvd.CIFAR10):
     def _check_integrity(self) -> bool:
         base = Path(self.root) / self.base_folder
         return all((base / f).is_file() for f, _ in self.train_list + self.test_list)
+
+    def _load_meta(self) -> None:
+        # torchvision's _load_meta MD5-checks batches.meta even when _check_integrity does not.
+        path = Path(self.root) / self.base_folder / self.meta["filename"]
+        with open(path, "rb") as fh:
+            self.classes = pickle.load(fh, encoding="latin1")[self.meta["key"]]
+        self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
 
 
 class _SVHN(tvd.SVHN):
@@ -141,6 +149,16 @@ def _read_folder(folder: tvd.ImageFolder, size: int) -> tuple[torch.Tensor, torc
     return out, _labels(folder.targets)
 
 
+def _image_folder(folder: Path) -> tvd.ImageFolder:
+    try:
+        return tvd.ImageFolder(str(folder))
+    except FileNotFoundError as exc:  # no class folders, or a class folder without images
+        raise DataUnavailableError(
+            f"imagefolder: {folder} holds no usable images ({exc}); it needs one sub-folder per "
+            f"class with image files in it"
+        ) from None
+
+
 @register("imagefolder")
 def load_imagefolder(p: DataParams) -> Split:
     """Flowers-17 / ImageNet subsets laid out as ``<root>/<train_dir|test_dir>/<class>/*.jpg``."""
@@ -154,7 +172,7 @@ def load_imagefolder(p: DataParams) -> Split:
             f"{root}/{p.test_dir}/<class>/<image> (same class folders in both), or point "
             f"profiles.<profile>.data.root at it."
         )
-    tr, te = (tvd.ImageFolder(str(d)) for d in dirs)
+    tr, te = (_image_folder(d) for d in dirs)
     if tr.classes != te.classes:
         raise DataUnavailableError(
             f"imagefolder: class folders differ between {dirs[0]} and {dirs[1]}: "

@@ -43,6 +43,8 @@ for _stage in STAGES:
             # a change of any of these keys reruns the rule (rerun-trigger "params")
             values=json.dumps({k: _param_value(k) for k in _stage.param_keys(PROFILE)},
                               sort_keys=True),
+            # bound here: a `shell:` expression would see the loop's last stage at run time
+            cmd=_stage.cmd(PROFILE),
         log:
             _stage.log(PROFILE),
         threads: _stage.resources.threads
@@ -51,4 +53,4 @@ for _stage in STAGES:
         conda:
             "../envs/repurify.yaml"
         shell:
-            _stage.cmd(PROFILE)
+            "{params.cmd}"

@@ -1,0 +1,34 @@
+"""Copy the working tree (tracked + untracked, not ignored files) into a scratch repo."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def copy_repo(dest: Path, profile: str | None = None) -> Path:
+    """Copy the repository as git sees it into ``dest`` (a fresh git + DVC repo)."""
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=ROOT, capture_output=True, check=True,
+    ).stdout.decode().split("\0")
+    for rel in filter(None, files):
+        src = ROOT / rel
+        if src.is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
+    if profile is not None:
+        params = dest / "params.yaml"
+        text = params.read_text()
+        params.write_text(text.replace("\nprofile: digits\n", f"\nprofile: {profile}\n", 1))
+    return dest
+
+
+def stage_env(repo: Path) -> dict[str, str]:
+    """Environment for running ``python -m stages.*`` from outside the repository."""
+    return {**os.environ, "PYTHONPATH": str(repo)}

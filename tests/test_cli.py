@@ -1,0 +1,99 @@
+"""Bad input fails before any work: exit 2, a message naming the key or file, no output."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.repo_copy import ROOT, stage_env
+
+
+@pytest.fixture()
+def workdir(tmp_path: Path) -> Path:
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    return tmp_path
+
+
+def _run(workdir: Path, stage: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", f"stages.{stage}", *args], cwd=workdir,
+                          capture_output=True, text=True, env=stage_env(ROOT), timeout=300)
+
+
+def _edit(workdir: Path, old: str, new: str) -> None:
+    f = workdir / "params.yaml"
+    text = f.read_text()
+    assert old in text
+    f.write_text(text.replace(old, new, 1))
+
+
+def _outputs(workdir: Path) -> list[str]:
+    return sorted(str(p.relative_to(workdir)) for p in workdir.rglob("*")
+                  if p.is_file() and p.name != "params.yaml" and "logs" not in p.parts)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "needle"),
+    [
+        ("    data:\n      name: digits\n      image_size: 16",
+         "    data:\n      name: digits\n      image_sise: 16", "profiles.digits.data.image_sise"),
+        ("      eps: 0.1\n", "      eps: -0.1\n", "profiles.digits.attack.eps"),
+        ("      image_size: 16\n", "      image_size: sixteen\n", "profiles.digits.data.image_size"),
+        ("      name: digits\n", "      name: emnist\n", "unknown dataset 'emnist'"),
+        ("        arch: small_cnn\n", "        arch: resnet1000\n", "unknown architecture"),
+    ],
+)
+def test_invalid_params_fail_before_work(workdir: Path, old: str, new: str, needle: str) -> None:
+    _edit(workdir, old, new)
+    res = _run(workdir, "fetch_data")
+    assert res.returncode == 2
+    assert needle in res.stderr
+    assert _outputs(workdir) == []
+
+
+def test_unknown_profile(workdir: Path) -> None:
+    res = _run(workdir, "fetch_data", "--profile", "cifar100")
+    assert res.returncode == 2
+    assert "profile 'cifar100' is not defined" in res.stderr
+
+
+def test_missing_dataset_offline_names_the_path(workdir: Path) -> None:
+    _edit(workdir, "      name: cifar10\n      image_size: 32\n      channels: 3\n",
+          "      name: cifar10\n      image_size: 32\n      channels: 3\n      download: false\n")
+    res = _run(workdir, "fetch_data", "--profile", "cifar10")
+    assert res.returncode == 2
+    assert "data/raw/cifar10/cifar-10-batches-py/data_batch_1" in res.stderr
+    assert "data.root" in res.stderr
+    assert _outputs(workdir) == []
+
+
+def test_train_without_dataset_names_the_stage_to_run(workdir: Path) -> None:
+    res = _run(workdir, "train_classifier", "--profile", "smoke")
+    assert res.returncode == 2
+    assert "data/smoke/dataset.pt: not found; run the `fetch_data` stage first" in res.stderr
+    assert _outputs(workdir) == []
+
+
+def test_corrupt_dataset_is_refused(workdir: Path) -> None:
+    bad = workdir / "data" / "smoke" / "dataset.pt"
+    bad.parent.mkdir(parents=True)
+    bad.write_bytes(b"PK\x03\x04 not really a zip")
+    res = _run(workdir, "train_classifier", "--profile", "smoke")
+    assert res.returncode == 2
+    assert "data/smoke/dataset.pt: cannot be loaded" in res.stderr
+    assert "rerun the `fetch_data` stage" in res.stderr
+    assert _outputs(workdir) == ["data/smoke/dataset.pt"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU error")
+def test_cuda_without_gpu_is_an_error(workdir: Path) -> None:
+    res = _run(workdir, "fetch_data", "--profile", "smoke")
+    assert res.returncode == 0, res.stderr
+    res = _run(workdir, "train_classifier", "--profile", "smoke", "--device", "cuda")
+    assert res.returncode == 2
+    assert "no CUDA device" in res.stderr
+    assert not (workdir / "data" / "smoke" / "models").exists()

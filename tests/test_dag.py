@@ -1,0 +1,112 @@
+"""One DAG, two engines: dvc.yaml is fresh and DVC and Snakemake see the same stages."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from workflow.dag import STAGES, render_dvc
+
+ROOT = Path(__file__).resolve().parent.parent
+PROFILE = "digits"  # params.yaml's profile, which `dvc` interpolates
+
+
+def test_committed_dvc_yaml_is_fresh() -> None:
+    assert (ROOT / "dvc.yaml").read_text() == render_dvc(), "run `python -m workflow.dag`"
+
+
+def _dvc_view() -> dict[str, dict]:
+    from dvc.dependency.param import ParamsDependency
+    from dvc.repo import Repo
+
+    view = {}
+    with Repo(str(ROOT)) as repo:
+        for st in repo.index.stages:
+            view[st.name] = {
+                "cmd": st.cmd,
+                "deps": sorted(d.def_path for d in st.deps if not isinstance(d, ParamsDependency)),
+                "outs": sorted(o.def_path for o in st.outs),
+            }
+    return view
+
+
+def _snakemake_view() -> dict[str, dict]:
+    out = subprocess.run(["snakemake", "-n", "-F", "-p", "--config", f"profile={PROFILE}"],
+                         cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    view: dict[str, dict] = {}
+    for block in re.split(r"\n(?=\[[^\n]*\]\nrule )", out):
+        m = re.search(r"^rule (\w+):$", block, re.M)
+        if not m or m.group(1) == "all":
+            continue
+
+        def field(name: str, text: str = block) -> list[str]:
+            f = re.search(rf"^\s+{name}: (.*)$", text, re.M)
+            return sorted(f.group(1).split(", ")) if f else []
+
+        cmd = re.search(r"^Shell command: (.*)$", block, re.M)
+        view[m.group(1)] = {"cmd": cmd.group(1) if cmd else "", "deps": field("input"),
+                            "outs": field("output")}
+    return view
+
+
+@pytest.fixture(scope="module")
+def views() -> tuple[dict, dict]:
+    return _dvc_view(), _snakemake_view()
+
+
+def test_engines_run_the_same_dag(views: tuple[dict, dict]) -> None:
+    dvc, smk = views
+    assert list(dvc) == [s.name for s in STAGES]
+    assert dvc == smk
+
+
+def test_each_stage_depends_on_its_own_source(views: tuple[dict, dict]) -> None:
+    for view in views:
+        for st in STAGES:
+            assert f"stages/{st.name}.py" in view[st.name]["deps"]
+            assert "repurify/params.py" in view[st.name]["deps"]
+
+
+def test_every_profile_keeps_its_own_outputs() -> None:
+    for st in STAGES:
+        for path in (*st.outs, *st.metrics):
+            assert "{profile}" in path, path
+
+
+def test_dvc_params_cover_the_stage_sections() -> None:
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    assert stages["fetch_data"]["params"] == ["profiles.${profile}.data"]
+    assert "profiles.${profile}.classifiers" in stages["train_classifier"]["params"]
+    assert "seed" in stages["train_classifier"]["params"]
+
+
+def test_slurm_profile_requests_gpus_for_gpu_stages() -> None:
+    cfg = yaml.safe_load((ROOT / "slurm" / "config.yaml").read_text())
+    assert cfg["executor"] == "slurm"
+    gpu_stages = {s.name for s in STAGES if s.resources.gpu}
+    assert gpu_stages, "training stages must ask for a GPU"
+    requested = {name for name, res in cfg.get("set-resources", {}).items() if res.get("gpu")}
+    assert requested == gpu_stages
+
+
+def test_snakemake_lint_passes() -> None:
+    res = subprocess.run(["snakemake", "--lint"], cwd=ROOT, capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_slurm_profile_resolves_from_repo_root() -> None:
+    env = {**os.environ, "SBATCH_ACCOUNT": "proj42", "SBATCH_PARTITION": "gpu"}
+    res = subprocess.run(
+        ["snakemake", "--cores", "all", "--profile", "slurm", "-n", "-F", "-p"],
+        cwd=ROOT, capture_output=True, text=True, env=env,
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    text = res.stdout + res.stderr
+    assert "rule train_classifier:" in text
+    assert re.search(r"resources: .*gpu=1", text)
+    assert "slurm_account=proj42" in text and "slurm_partition=gpu" in text

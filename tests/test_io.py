@@ -1,0 +1,55 @@
+"""Atomic writes leave no partial output; checked loading names the file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from repurify.errors import CheckpointError
+from repurify.io import atomic_path, load_torch, save_torch, sha256_file, write_json
+
+
+def test_atomic_path_replaces_only_on_success(tmp_path: Path) -> None:
+    target = tmp_path / "sub" / "out.json"
+    write_json(target, {"b": 1, "a": [1, 2]})
+    assert json.loads(target.read_text()) == {"a": [1, 2], "b": 1}
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half-written")
+        raise RuntimeError("killed")
+    assert json.loads(target.read_text()) == {"a": [1, 2], "b": 1}
+    assert sorted(p.name for p in target.parent.iterdir()) == ["out.json"]
+
+
+def test_failed_first_write_leaves_nothing(tmp_path: Path) -> None:
+    target = tmp_path / "model.pt"
+    with pytest.raises(KeyboardInterrupt), atomic_path(target) as tmp:
+        tmp.write_bytes(b"\x00" * 10)
+        raise KeyboardInterrupt
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_torch_round_trip_and_corrupt_file(tmp_path: Path) -> None:
+    f = tmp_path / "x.pt"
+    save_torch(f, {"w": torch.arange(4)})
+    assert torch.equal(load_torch(f, "stage")["w"], torch.arange(4))
+    f.write_bytes(f.read_bytes()[:20])
+    with pytest.raises(CheckpointError, match=r"x\.pt: cannot be loaded.*rerun the `stage` stage"):
+        load_torch(f, "stage")
+    with pytest.raises(CheckpointError, match=r"missing\.pt: not found; run the `stage` stage"):
+        load_torch(tmp_path / "missing.pt", "stage")
+
+
+def test_sha256(tmp_path: Path) -> None:
+    f = tmp_path / "a.txt"
+    f.write_bytes(b"abc")
+    assert sha256_file(f) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+
+
+def test_equal_objects_give_identical_files(tmp_path: Path) -> None:
+    obj = {"x": torch.arange(10, dtype=torch.uint8), "name": "digits"}
+    save_torch(tmp_path / "a.pt", obj)
+    save_torch(tmp_path / "b.pt", obj)
+    assert sha256_file(tmp_path / "a.pt") == sha256_file(tmp_path / "b.pt")

@@ -1,0 +1,114 @@
+"""params.yaml validation: every bad value fails before work, naming the key path."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from repurify.errors import ParamsError
+from repurify.params import load_params, read_yaml, validate_params
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def raw() -> dict[str, Any]:
+    return read_yaml(ROOT / "params.yaml")
+
+
+def _set(raw: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]:
+    out = copy.deepcopy(raw)
+    node = out
+    *parents, leaf = dotted.split(".")
+    for key in parents:
+        node = node[key]
+    node[leaf] = value
+    return out
+
+
+def test_repository_params_validate_for_every_profile(raw: dict[str, Any]) -> None:
+    expected = {"digits", "smoke", "mnist", "cifar10", "svhn", "flowers17", "imagenet_subset"}
+    assert expected <= set(raw["profiles"])
+    for name in raw["profiles"]:
+        p = load_params(ROOT / "params.yaml", profile=name)
+        assert p.profile == name
+        assert 0 < p.active.attack.step_size <= p.active.attack.eps
+
+
+def test_default_profile_is_digits_with_issue_budget() -> None:
+    p = load_params(ROOT / "params.yaml")
+    assert p.profile == "digits"
+    assert p.active.data.image_size == 16
+    assert (p.active.attack.eps, p.active.attack.step_size, p.active.attack.steps) == (0.1, 0.01, 20)
+
+
+def test_paper_budgets_parse_from_ratio_notation() -> None:
+    p = load_params(ROOT / "params.yaml", profile="cifar10")
+    assert p.active.attack.eps == pytest.approx(8 / 255)
+    assert p.active.attack.step_size == pytest.approx(1 / 255)
+    svhn = load_params(ROOT / "params.yaml", profile="svhn").active.attack
+    assert (svhn.eps, svhn.step_size) == (pytest.approx(12 / 255), pytest.approx(3 / 255))
+    assert load_params(ROOT / "params.yaml", profile="mnist").active.attack.eps == 0.3
+
+
+def test_yaml_exponent_floats_are_numbers(tmp_path: Path) -> None:
+    f = tmp_path / "p.yaml"
+    f.write_text("a: 1e-3\nb: 5e4\nc: '1e-3'\n")
+    assert read_yaml(f) == {"a": 0.001, "b": 50000.0, "c": "1e-3"}
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("profiles.digits.data.image_size", -3, "greater than 0"),
+        ("profiles.digits.data.image_size", "16", "valid integer"),
+        ("profiles.digits.attack.eps", -0.1, "greater than 0"),
+        ("profiles.digits.attack.eps", "8/0", "division by zero"),
+        ("profiles.digits.attack.step_size", 0.5, "exceeds eps"),
+        ("profiles.digits.data.name", "imagenet21k", "unknown dataset"),
+        ("profiles.digits.classifiers.target.arch", "vit_h14", "unknown architecture"),
+        ("profiles.digits.classifiers.target.optimizer", "lion", "'sgd' or 'adam'"),
+        ("seed", -1, "greater than or equal to 0"),
+        ("device", "tpu", "'auto', 'cpu' or 'cuda'"),
+    ],
+)
+def test_bad_values_name_the_key(raw: dict[str, Any], key: str, value: Any, message: str) -> None:
+    with pytest.raises(ParamsError) as err:
+        validate_params(_set(raw, key, value))
+    text = str(err.value)
+    assert key in text
+    assert message in text
+
+
+def test_unknown_key_is_rejected(raw: dict[str, Any]) -> None:
+    bad = _set(raw, "profiles.digits.data.imag_size", 16)
+    with pytest.raises(ParamsError, match=r"profiles\.digits\.data\.imag_size: Extra inputs"):
+        validate_params(bad)
+
+
+def test_missing_key_is_reported(raw: dict[str, Any]) -> None:
+    bad = copy.deepcopy(raw)
+    del bad["seed"]
+    with pytest.raises(ParamsError, match=r"seed: Field required"):
+        validate_params(bad)
+
+
+def test_unknown_profile_lists_choices(raw: dict[str, Any]) -> None:
+    with pytest.raises(ParamsError, match=r"profile 'cifar100' is not defined.*digits"):
+        validate_params(raw, profile="cifar100")
+
+
+def test_missing_or_broken_file(tmp_path: Path) -> None:
+    with pytest.raises(ParamsError, match="not found"):
+        load_params(tmp_path / "nope.yaml")
+    broken = tmp_path / "params.yaml"
+    broken.write_text("profile: [digits\n")
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        load_params(broken)
+    broken.write_text(yaml.safe_dump(["a", "list"]))
+    with pytest.raises(ParamsError, match="expected a mapping"):
+        load_params(broken)
