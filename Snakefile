@@ -13,4 +13,4 @@ rule all:
     default_target: True
     localrule: True
     input:
-        [o.format(profile=PROFILE) for st in STAGES for o in (*st.outs, *st.metrics)],
+        [o.format(profile=PROFILE) for st in STAGES for o in (*st.outs, *st.uncached, *st.metrics)],

@@ -41,6 +41,7 @@ def _ratio(value: Any) -> Any:
 
 Ratio = Annotated[float, BeforeValidator(_ratio)]
 PositiveRatio = Annotated[Ratio, Field(gt=0)]
+ThreatModel = Literal["oblivious", "blackbox", "whitebox"]
 
 
 class _Strict(BaseModel):
@@ -106,14 +107,23 @@ class ClassifiersParams(_Strict):
     substitute: ClassifierParams
 
 
-class AttackBudget(_Strict):
-    """The profile's default threat budget, as its paper states it."""
+class _Budget(_Strict):
+    """An Lp ball: ``norm`` and radius ``eps`` (the papers' ``8/255`` notation is accepted)."""
 
-    norm: Literal["linf", "l2"]
+    norm: Literal["linf", "l2"] = "linf"
     eps: PositiveRatio
+    targeted: Literal["none", "random", "least_likely"] = "none"
+    threat_models: list[ThreatModel] = ["oblivious", "blackbox", "whitebox"]
+    n: int | None = Field(default=None, gt=0)  # evaluate on fewer images (costly attacks)
+
+
+class FgsmSpec(_Budget):
+    kind: Literal["fgsm"]
+
+
+class _IterativeSpec(_Budget):
     step_size: PositiveRatio
     steps: int = Field(gt=0)
-    source: str = Field(min_length=1)  # where the numbers come from
 
     @field_validator("step_size")
     @classmethod
@@ -124,13 +134,113 @@ class AttackBudget(_Strict):
         return v
 
 
+class BimSpec(_IterativeSpec):
+    kind: Literal["bim"]
+
+
+class PgdSpec(_IterativeSpec):
+    kind: Literal["pgd"]
+    restarts: int = Field(default=1, gt=0)
+
+
+class MifgsmSpec(_IterativeSpec):
+    kind: Literal["mifgsm"]
+    decay: float = Field(default=1.0, ge=0)
+
+
+class CwL2Spec(_Strict):
+    kind: Literal["cw_l2"]
+    norm: Literal["l2"] = "l2"
+    targeted: Literal["none", "random", "least_likely"] = "none"
+    threat_models: list[ThreatModel] = ["oblivious", "blackbox", "whitebox"]
+    n: int | None = Field(default=None, gt=0)
+    steps: int = Field(gt=0)
+    lr: float = Field(gt=0)
+    binary_search_steps: int = Field(gt=0)
+    initial_c: float = Field(gt=0)
+    confidence: float = Field(default=0.0, ge=0)
+
+
+class AutoAttackSpec(_Budget):
+    kind: Literal["autoattack"]
+    version: Literal["standard", "rand"] = "standard"
+
+
+AttackSpec = Annotated[
+    FgsmSpec | BimSpec | PgdSpec | MifgsmSpec | CwL2Spec | AutoAttackSpec,
+    Field(discriminator="kind"),
+]
+
+
+class PapernotParams(_Strict):
+    """Black-box substitute trained on the defended model's labels (Papernot et al. 2017)."""
+
+    seed_images: int = Field(gt=0)  # held-out test images after the evaluated ones
+    rounds: int = Field(gt=0)  # substitute epochs (Jacobian augmentations)
+    epochs_per_round: int = Field(gt=0)
+    lam: float = Field(gt=0)  # Jacobian augmentation step
+    attacks: list[str]  # attacks transferred from it
+
+
+class EvaluationParams(_Strict):
+    """How many test images, in which batch size, with how many EOT samples."""
+
+    n: int = Field(gt=0)
+    batch_size: int = Field(gt=0)
+    eot_samples: int = Field(gt=0)
+    papernot: PapernotParams
+
+
+class NoneSpec(_Strict):
+    kind: Literal["none"]
+
+
+class JpegSpec(_Strict):
+    kind: Literal["jpeg"]
+    quality: int = Field(ge=1, le=100)
+
+
+class BitDepthSpec(_Strict):
+    kind: Literal["bit_depth"]
+    bits: int = Field(ge=1, le=8)
+
+
+class MedianSpec(_Strict):
+    kind: Literal["median_filter"]
+    kernel: int = Field(ge=1)
+
+    @field_validator("kernel")
+    @classmethod
+    def _odd(cls, v: int) -> int:
+        if v % 2 == 0:
+            raise ValueError(f"kernel must be odd, got {v}")
+        return v
+
+
+DefenseSpec = Annotated[NoneSpec | JpegSpec | BitDepthSpec | MedianSpec, Field(discriminator="kind")]
+
+
 class ProfileParams(_Strict):
-    """One dataset setting: data, classifiers and attack budget."""
+    """One dataset setting: data, classifiers, attacks, defenses and evaluation."""
 
     description: str
     data: DataParams
     classifiers: ClassifiersParams
-    attack: AttackBudget
+    attacks: dict[str, AttackSpec]
+    evaluation: EvaluationParams
+    defenses: dict[str, DefenseSpec]
+
+    @model_validator(mode="after")
+    def _cross_refs(self) -> ProfileParams:
+        from repurify.paths import DEFENSES
+
+        missing = [d for d in DEFENSES if d not in self.defenses]
+        if missing:
+            raise ValueError(f"defenses: missing {missing}; every profile configures {list(DEFENSES)}")
+        unknown = [a for a in self.evaluation.papernot.attacks if a not in self.attacks]
+        if unknown:
+            raise ValueError(f"evaluation.papernot.attacks: {unknown} are not keys of attacks")
+        return self
 
 
 class MlflowParams(_Strict):
@@ -179,8 +289,17 @@ def read_yaml(path: str | Path) -> Any:
 def _format_errors(exc: ValidationError, source: str) -> str:
     lines = [f"{source}: invalid params ({exc.error_count()} problem(s)):"]
     for err in exc.errors():
-        key = ".".join(str(p) for p in err["loc"]) or "<top level>"
+        loc = list(err["loc"])
+        for i, part in enumerate(loc[:-2]):  # drop the union tag pydantic adds after a name
+            if part in ("attacks", "defenses") and i + 2 < len(loc):
+                del loc[i + 2]
+                break
+        if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            loc.append("kind")
+        key = ".".join(str(p) for p in loc) or "<top level>"
         msg = err["msg"].removeprefix("Value error, ")
+        if m := re.match(r"^([\w.]+): (.*)$", msg, re.S):  # a cross-field check names its key
+            key, msg = f"{key}.{m.group(1)}", m.group(2)
         got = f" (got {err['input']!r})" if err["type"] != "missing" else ""
         if len(got) > 80:
             got = ""

@@ -10,8 +10,14 @@ DATASET = "data/{profile}/dataset.pt"
 MANIFEST = "data/{profile}/manifest.json"
 CLASSIFIER = "data/{profile}/models/{role}.pt"
 CLASSIFIER_METRICS = "metrics/{profile}/classifier.json"
+ADVERSARIAL = "data/{profile}/attacks/{role}.pt"  # cached examples crafted on one classifier
+ATTACK_METRICS = "metrics/{profile}/attacks.json"
+EVALUATION = "metrics/{profile}/eval/{defense}.json"
+REPORT = "reports/{profile}/report.md"
+SUMMARY = "reports/{profile}/summary.json"
 
 ROLES = ("target", "substitute")
+DEFENSES = ("none", "jpeg", "bit_depth", "median_filter")
 
 
 def path(template: str, profile: str, **fields: str) -> str:

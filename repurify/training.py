@@ -22,8 +22,8 @@ class History:
 
 
 def to_unit(x: torch.Tensor) -> torch.Tensor:
-    """uint8 pixels -> float32 in [0,1]."""
-    return x.float().div_(255.0)
+    """uint8 pixels -> float32 in [0,1]; float images are assumed to be in [0,1] already."""
+    return x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
 
 
 def augment(x: torch.Tensor, gen: torch.Generator, flip: bool) -> torch.Tensor:

@@ -49,20 +49,27 @@ def _tee_to(path: str | None) -> Iterator[None]:
             sys.stdout, sys.stderr = out, err
 
 
-def run_stage(name: str, doc: str, body: Callable[[Params, str], None],
-              argv: list[str] | None = None) -> int:
-    """Validate params, then call ``body(params, device)``; errors exit 2 with a message."""
+def run_stage(name: str, doc: str, body: Callable[[Params, argparse.Namespace], None],
+              argv: list[str] | None = None,
+              add_args: Callable[[argparse.ArgumentParser], None] | None = None) -> int:
+    """Validate params, then call ``body(params, args)``; errors exit 2 with a message.
+
+    ``args.device`` is the ``--device`` flag or else the ``device`` key of params.
+    """
     ap = argparse.ArgumentParser(prog=f"python -m stages.{name}", description=doc)
     ap.add_argument("--profile", help="profile to run (default: the `profile` key of params)")
     ap.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     ap.add_argument("--device", choices=["auto", "cpu", "cuda"],
                     help="override the `device` key (auto|cpu|cuda)")
     ap.add_argument("--log", help="also write everything the stage prints to this file")
+    if add_args:
+        add_args(ap)
     args = ap.parse_args(argv)
     with _tee_to(args.log):
         try:
             params = load_params(args.params, args.profile)
-            body(params, args.device or params.device)
+            args.device = args.device or params.device
+            body(params, args)
         except RepurifyError as exc:
             print(f"error [{name}]: {exc}", file=sys.stderr)
             return 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections import Counter
 from pathlib import Path
@@ -14,7 +15,7 @@ from repurify.tracking import stage_run
 from stages._cli import run_stage
 
 
-def fetch_data(params: Params, device: str) -> None:
+def fetch_data(params: Params, args: argparse.Namespace) -> None:
     p, profile = params.active.data, params.profile
     out = Path(paths.path(paths.DATASET, profile))
     with stage_run("fetch_data", params) as run:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 from repurify import paths
@@ -16,9 +17,9 @@ from repurify.training import accuracy, train_classifier
 from stages._cli import run_stage
 
 
-def train_classifiers(params: Params, device_name: str) -> None:
+def train_classifiers(params: Params, args: argparse.Namespace) -> None:
     profile = params.profile
-    device = resolve_device(device_name)
+    device = resolve_device(args.device)
     ds = load_dataset(paths.path(paths.DATASET, profile))  # fails before any training
     s = ds.split
     report: dict[str, dict] = {}

@@ -41,7 +41,7 @@ def _outputs(workdir: Path) -> list[str]:
     [
         ("    data:\n      name: digits\n      image_size: 16",
          "    data:\n      name: digits\n      image_sise: 16", "profiles.digits.data.image_sise"),
-        ("      eps: 0.1\n", "      eps: -0.1\n", "profiles.digits.attack.eps"),
+        ("pgd: {kind: pgd, eps: 0.1,", "pgd: {kind: pgd, eps: -0.1,", "profiles.digits.attacks.pgd.eps"),
         ("      image_size: 16\n", "      image_size: sixteen\n", "profiles.digits.data.image_size"),
         ("      name: digits\n", "      name: emnist\n", "unknown dataset 'emnist'"),
         ("        arch: small_cnn\n", "        arch: resnet1000\n", "unknown architecture"),

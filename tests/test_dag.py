@@ -68,7 +68,7 @@ def test_engines_run_the_same_dag(views: tuple[dict, dict]) -> None:
 def test_each_stage_depends_on_its_own_source(views: tuple[dict, dict]) -> None:
     for view in views:
         for st in STAGES:
-            assert f"stages/{st.name}.py" in view[st.name]["deps"]
+            assert st.script in view[st.name]["deps"]
             assert "repurify/params.py" in view[st.name]["deps"]
 
 

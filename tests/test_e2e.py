@@ -13,8 +13,14 @@ from tests.repo_copy import copy_repo
 
 pytestmark = pytest.mark.slow
 
+DEFENSES = ("none", "jpeg", "bit_depth", "median_filter")
+STAGES = ["fetch_data", "train_classifier", "generate_attacks", *(["evaluate"] * len(DEFENSES)),
+          "report"]
 OUTPUTS = ("data/smoke/dataset.pt", "data/smoke/manifest.json", "data/smoke/models/target.pt",
-           "data/smoke/models/substitute.pt", "metrics/smoke/classifier.json")
+           "data/smoke/models/substitute.pt", "metrics/smoke/classifier.json",
+           "data/smoke/attacks/target.pt", "data/smoke/attacks/substitute.pt",
+           "metrics/smoke/attacks.json", "reports/smoke/report.md", "reports/smoke/summary.json",
+           *(f"metrics/smoke/eval/{d}.json" for d in DEFENSES))
 
 
 def _sh(cwd: Path, *cmd: str, env: dict[str, str] | None = None) -> str:
@@ -34,6 +40,18 @@ def _check_outputs(repo: Path) -> dict:
     for role in metrics.values():
         assert 0.0 <= role["clean_accuracy"] <= 1.0
         assert role["n_test"] == 80
+    for d in DEFENSES:
+        ev = json.loads((repo / f"metrics/smoke/eval/{d}.json").read_text())
+        assert ev["defense"] == d and 0 <= ev["clean_accuracy"] <= 1
+        threats = {(r["threat_model"], r.get("source")) for r in ev["results"]}
+        assert threats == {("oblivious", "target"), ("blackbox", "transfer"),
+                           ("blackbox", "papernot"), ("whitebox", None)}
+        for r in ev["results"]:
+            assert {"attack", "threat_model", "eps", "norm", "accuracy", "n"} <= set(r)
+            assert 0 <= r["accuracy"] <= 1 and r["n"] > 0
+        metrics[f"eval/{d}"] = ev
+    report = (repo / "reports/smoke/report.md").read_text()
+    assert all(f"## Defense `{d}`" in report for d in DEFENSES)
     assert not list(repo.rglob("*.tmp")), "half-written temporary files left behind"
     return metrics
 
@@ -70,16 +88,17 @@ def test_dvc_repro_runs_smoke(dvc_run: tuple[Path, dict, str]) -> None:
     assert "Running stage" not in again
     shown = json.loads(_sh(repo, "dvc", "metrics", "show", "--json"))
     assert "metrics/smoke/classifier.json" in json.dumps(shown)
-    tags = sorted((r.data.tags["stage"], r.data.tags["engine"], r.data.tags["profile"])
-                  for r in _runs(f"sqlite:///{repo / 'mlflow.db'}"))
-    assert tags == [("fetch_data", "dvc", "smoke"), ("train_classifier", "dvc", "smoke")]
+    runs = _runs(f"sqlite:///{repo / 'mlflow.db'}")
+    assert sorted(r.data.tags["stage"] for r in runs) == sorted(STAGES)
+    assert {(r.data.tags["engine"], r.data.tags["profile"]) for r in runs} == {("dvc", "smoke")}
+    assert sorted(r.data.tags["defense"] for r in runs if "defense" in r.data.tags) == sorted(DEFENSES)
 
 
 def test_snakemake_runs_smoke(snakemake_run: tuple[Path, dict]) -> None:
     repo, _ = snakemake_run
-    tags = sorted((r.data.tags["stage"], r.data.tags["engine"])
-                  for r in _runs(f"sqlite:///{repo / 'mlflow.db'}"))
-    assert tags == [("fetch_data", "snakemake"), ("train_classifier", "snakemake")]
+    runs = _runs(f"sqlite:///{repo / 'mlflow.db'}")
+    assert sorted(r.data.tags["stage"] for r in runs) == sorted(STAGES)
+    assert {r.data.tags["engine"] for r in runs} == {"snakemake"}
     assert (repo / "logs/smoke/train_classifier.log").read_text().count("clean test accuracy") == 2
 
 

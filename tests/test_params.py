@@ -36,23 +36,34 @@ def test_repository_params_validate_for_every_profile(raw: dict[str, Any]) -> No
     for name in raw["profiles"]:
         p = load_params(ROOT / "params.yaml", profile=name)
         assert p.profile == name
-        assert 0 < p.active.attack.step_size <= p.active.attack.eps
+        pgd = p.active.attacks["pgd"]
+        assert 0 < pgd.step_size <= pgd.eps
 
 
 def test_default_profile_is_digits_with_issue_budget() -> None:
     p = load_params(ROOT / "params.yaml")
     assert p.profile == "digits"
     assert p.active.data.image_size == 16
-    assert (p.active.attack.eps, p.active.attack.step_size, p.active.attack.steps) == (0.1, 0.01, 20)
+    pgd = p.active.attacks["pgd"]
+    assert (pgd.eps, pgd.step_size, pgd.steps) == (0.1, 0.01, 20)
+
+
+def _attack(profile: str, name: str):
+    return load_params(ROOT / "params.yaml", profile=profile).active.attacks[name]
 
 
 def test_paper_budgets_parse_from_ratio_notation() -> None:
-    p = load_params(ROOT / "params.yaml", profile="cifar10")
-    assert p.active.attack.eps == pytest.approx(8 / 255)
-    assert p.active.attack.step_size == pytest.approx(1 / 255)
-    svhn = load_params(ROOT / "params.yaml", profile="svhn").active.attack
+    cifar = _attack("cifar10", "pgd")
+    assert (cifar.eps, cifar.step_size, cifar.steps) == (pytest.approx(8 / 255),
+                                                         pytest.approx(1 / 255), 10)
+    svhn = _attack("svhn", "pgd")
     assert (svhn.eps, svhn.step_size) == (pytest.approx(12 / 255), pytest.approx(3 / 255))
-    assert load_params(ROOT / "params.yaml", profile="mnist").active.attack.eps == 0.3
+    mnist = _attack("mnist", "pgd")
+    assert (mnist.eps, mnist.step_size, mnist.steps) == (0.3, 0.01, 40)
+    # OAG: MI-FGSM eps 2/255 on ImageNet, 4/255 on Flowers-17; min(eps+4, ceil(1.25 eps)) = 8
+    assert _attack("imagenet_subset", "mifgsm").eps == pytest.approx(2 / 255)
+    assert _attack("flowers17", "mifgsm").eps == pytest.approx(4 / 255)
+    assert _attack("flowers17", "bim").steps == 8
 
 
 def test_yaml_exponent_floats_are_numbers(tmp_path: Path) -> None:
@@ -66,9 +77,13 @@ def test_yaml_exponent_floats_are_numbers(tmp_path: Path) -> None:
     [
         ("profiles.digits.data.image_size", -3, "greater than 0"),
         ("profiles.digits.data.image_size", "16", "valid integer"),
-        ("profiles.digits.attack.eps", -0.1, "greater than 0"),
-        ("profiles.digits.attack.eps", "8/0", "division by zero"),
-        ("profiles.digits.attack.step_size", 0.5, "exceeds eps"),
+        ("profiles.digits.attacks.pgd.eps", -0.1, "greater than 0"),
+        ("profiles.digits.attacks.pgd.eps", "8/0", "division by zero"),
+        ("profiles.digits.attacks.pgd.step_size", 0.5, "exceeds eps"),
+        ("profiles.digits.attacks.pgd.kind", "deepfool", "does not match any of the expected tags"),
+        ("profiles.digits.defenses.median_filter.kernel", 4, "kernel must be odd"),
+        ("profiles.digits.defenses.jpeg.quality", 0, "greater than or equal to 1"),
+        ("profiles.digits.evaluation.papernot.attacks", ["fgsm", "nope"], "not keys of attacks"),
         ("profiles.digits.data.name", "imagenet21k", "unknown dataset"),
         ("profiles.digits.classifiers.target.arch", "vit_h14", "unknown architecture"),
         ("profiles.digits.classifiers.target.optimizer", "lion", "'sgd' or 'adam'"),
@@ -87,6 +102,13 @@ def test_bad_values_name_the_key(raw: dict[str, Any], key: str, value: Any, mess
 def test_unknown_key_is_rejected(raw: dict[str, Any]) -> None:
     bad = _set(raw, "profiles.digits.data.imag_size", 16)
     with pytest.raises(ParamsError, match=r"profiles\.digits\.data\.imag_size: Extra inputs"):
+        validate_params(bad)
+
+
+def test_every_defense_is_configured(raw: dict[str, Any]) -> None:
+    bad = copy.deepcopy(raw)
+    del bad["profiles"]["smoke"]["defenses"]["jpeg"]
+    with pytest.raises(ParamsError, match=r"profiles\.smoke\.defenses: missing \[.jpeg.\]"):
         validate_params(bad)
 
 

@@ -42,18 +42,27 @@ class Resources:
 
 @dataclass(frozen=True)
 class Stage:
-    """One pipeline step: ``python -m stages.<name> --profile <profile>``."""
+    """One pipeline step: ``python -m stages.<module> --profile <profile> [args]``."""
 
     name: str
-    code: tuple[str, ...]  # this stage's own source files (globs)
+    code: tuple[str, ...]  # source files beyond stages/<module>.py and COMMON_CODE (globs)
     deps: tuple[str, ...]  # pipeline inputs (path templates)
     params: tuple[str, ...]  # keys, relative to profiles.<profile> unless prefixed by "/"
     outs: tuple[str, ...]
-    metrics: tuple[str, ...] = ()
+    metrics: tuple[str, ...] = ()  # small JSON, DVC `cache: false`
+    uncached: tuple[str, ...] = ()  # other outputs kept in git rather than the DVC cache
     resources: Resources = Resources()
+    module: str = ""  # defaults to ``name``
+    args: tuple[str, ...] = ()
+
+    @property
+    def script(self) -> str:
+        return f"stages/{self.module or self.name}.py"
 
     def cmd(self, profile: str) -> str:
-        return f"python -m stages.{self.name} --profile {profile} --log {self.log(profile)}"
+        extra = "".join(f" {a}" for a in self.args)
+        return (f"python -m stages.{self.module or self.name} --profile {profile}{extra} "
+                f"--log {self.log(profile)}")
 
     def log(self, profile: str) -> str:
         return f"logs/{profile}/{self.name}.log"
@@ -61,7 +70,7 @@ class Stage:
     def code_files(self) -> list[str]:
         """Source files, globs expanded (sorted, relative to the repository root)."""
         files: list[str] = []
-        for pattern in (f"stages/{self.name}.py", *COMMON_CODE, *self.code):
+        for pattern in (self.script, *COMMON_CODE, *self.code):
             matched = sorted(glob.glob(pattern, root_dir=ROOT))
             if not matched:
                 raise FileNotFoundError(f"stage {self.name}: code pattern {pattern!r} matches nothing")
@@ -72,6 +81,12 @@ class Stage:
         """Fully qualified params.yaml keys this stage depends on."""
         return [k[1:] if k.startswith("/") else f"profiles.{profile}.{k}" for k in self.params]
 
+
+CLASSIFIERS = tuple(paths.CLASSIFIER.replace("{role}", r) for r in paths.ROLES)
+ADVERSARIAL = tuple(paths.ADVERSARIAL.replace("{role}", r) for r in paths.ROLES)
+EVALUATIONS = tuple(paths.EVALUATION.replace("{defense}", d) for d in paths.DEFENSES)
+ATTACK_CODE = ("repurify/attacks/*.py", "repurify/evaluation.py", "repurify/blackbox.py",
+               "repurify/training.py")
 
 STAGES: tuple[Stage, ...] = (
     Stage(
@@ -87,9 +102,40 @@ STAGES: tuple[Stage, ...] = (
         code=("repurify/training.py",),
         deps=(paths.DATASET,),
         params=("/seed", "classifiers"),
-        outs=tuple(paths.CLASSIFIER.replace("{role}", r) for r in paths.ROLES),
+        outs=CLASSIFIERS,
         metrics=(paths.CLASSIFIER_METRICS,),
         resources=Resources(gpu=1, mem_mb=16000, runtime_min=720, threads=4),
+    ),
+    Stage(
+        name="generate_attacks",
+        code=ATTACK_CODE,
+        deps=(paths.DATASET, *CLASSIFIERS),
+        params=("/seed", "attacks", "evaluation"),
+        outs=ADVERSARIAL,
+        metrics=(paths.ATTACK_METRICS,),
+        resources=Resources(gpu=1, mem_mb=16000, runtime_min=240, threads=4),
+    ),
+    *(
+        Stage(
+            name=f"evaluate_{defense}",
+            module="evaluate",
+            args=("--defense", defense),
+            code=(*ATTACK_CODE, "repurify/defenses/*.py"),
+            deps=(paths.DATASET, paths.CLASSIFIER.replace("{role}", "target"), *ADVERSARIAL),
+            params=("/seed", "attacks", "evaluation", "classifiers.target", f"defenses.{defense}"),
+            outs=(),
+            metrics=(paths.EVALUATION.replace("{defense}", defense),),
+            resources=Resources(gpu=1, mem_mb=16000, runtime_min=480, threads=4),
+        )
+        for defense in paths.DEFENSES
+    ),
+    Stage(
+        name="report",
+        code=("repurify/report.py",),
+        deps=(paths.CLASSIFIER_METRICS, paths.ATTACK_METRICS, *EVALUATIONS),
+        params=("description",),
+        outs=(),
+        uncached=(paths.REPORT, paths.SUMMARY),
     ),
 )
 
@@ -114,6 +160,9 @@ def render_dvc() -> str:
                                                     *(d.format(profile=prof) for d in st.deps)]}
         entry["params"] = st.param_keys(prof)
         entry["outs"] = [o.format(profile=prof) for o in st.outs]
+        entry["outs"] += [{o.format(profile=prof): {"cache": False}} for o in st.uncached]
+        if not entry["outs"]:
+            del entry["outs"]
         if st.metrics:
             entry["metrics"] = [{m.format(profile=prof): {"cache": False}} for m in st.metrics]
         stages[st.name] = entry

@@ -37,7 +37,7 @@ for _stage in STAGES:
             code=_stage.code_files(),
             data=[d.format(profile=PROFILE) for d in _stage.deps],
         output:
-            [o.format(profile=PROFILE) for o in _stage.outs],
+            [o.format(profile=PROFILE) for o in (*_stage.outs, *_stage.uncached)],
             metrics=[m.format(profile=PROFILE) for m in _stage.metrics],
         params:
             # a change of any of these keys reruns the rule (rerun-trigger "params")

@@ -1,0 +1,28 @@
+"""AutoAttack (Croce & Hein 2020) through the authors' packaged code (`pyautoattack`).
+
+``standard`` runs APGD-CE, APGD-T, FAB-T and Square; ``rand`` runs APGD-CE and
+APGD-DLR with 20 EOT iterations for randomized defenses.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from torch import nn
+
+from repurify.attacks.base import Goal
+
+
+def autoattack(model: nn.Module, x: torch.Tensor, goal: Goal, *, norm: str, eps: float,
+               version: str, seed: int, **_: object) -> torch.Tensor:
+    from pyautoattack import AutoAttack
+
+    if goal.target is not None:
+        raise ValueError("autoattack: targeted mode is not supported (AutoAttack picks targets itself)")
+    logging.getLogger("auto-attack").setLevel(logging.WARNING)
+    aa = AutoAttack(model, norm="Linf" if norm == "linf" else "L2", eps=eps, version=version,
+                    seed=seed, device=x.device)
+    aa.verbose = False
+    x_adv, _ = aa.run_standard_evaluation(x, goal.y, batch_size=len(x))
+    return x_adv.detach()

@@ -1,0 +1,114 @@
+"""Shared pieces of the attacks: budgets, projections, target selection, validity checks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from repurify.errors import RepurifyError
+
+Norm = Literal["linf", "l2"]
+Targeting = Literal["none", "random", "least_likely"]
+
+
+class AttackValidityError(RepurifyError):
+    """An adversarial batch left its norm ball, the pixel range, or changed its labels."""
+
+
+@dataclass(frozen=True)
+class Goal:
+    """What the attacker wants: move away from ``y`` or towards ``target``."""
+
+    y: torch.Tensor
+    target: torch.Tensor | None = None
+
+    def loss(self, logits: torch.Tensor) -> torch.Tensor:
+        """Per-example loss to *ascend*."""
+        if self.target is None:
+            return F.cross_entropy(logits, self.y, reduction="none")
+        return -F.cross_entropy(logits, self.target, reduction="none")
+
+    def achieved(self, logits: torch.Tensor) -> torch.Tensor:
+        pred = logits.argmax(1)
+        return pred != self.y if self.target is None else pred == self.target
+
+    def subset(self, idx: torch.Tensor) -> Goal:
+        return Goal(self.y[idx], None if self.target is None else self.target[idx])
+
+
+def choose_targets(model: nn.Module, x: torch.Tensor, y: torch.Tensor, how: Targeting,
+                   num_classes: int, gen: torch.Generator) -> torch.Tensor | None:
+    """Target labels: uniformly random among the wrong classes, or the least likely class."""
+    if how == "none":
+        return None
+    if how == "random":
+        shift = torch.randint(1, num_classes, y.shape, generator=gen).to(y.device)
+        return (y + shift) % num_classes
+    with torch.no_grad():
+        logits = model(x)
+    logits = logits.scatter(1, y.view(-1, 1), float("inf"))
+    return logits.argmin(1)
+
+
+def project(delta: torch.Tensor, norm: Norm, eps: float) -> torch.Tensor:
+    """Project perturbations onto the ``norm`` ball of radius ``eps``."""
+    if norm == "linf":
+        return delta.clamp(-eps, eps)
+    flat = delta.flatten(1).norm(dim=1).clamp_min(1e-12)
+    factor = (eps / flat).clamp(max=1.0)
+    return delta * factor.view(-1, *([1] * (delta.ndim - 1)))
+
+
+def steepest_step(grad: torch.Tensor, norm: Norm) -> torch.Tensor:
+    """Unit-norm ascent direction: the sign for L-inf, the normalised gradient for L2."""
+    if norm == "linf":
+        return grad.sign()
+    g = grad.flatten(1).norm(dim=1).clamp_min(1e-12)
+    return grad / g.view(-1, *([1] * (grad.ndim - 1)))
+
+
+def random_start(x: torch.Tensor, norm: Norm, eps: float, gen: torch.Generator) -> torch.Tensor:
+    """A uniform point of the L-inf ball, or a uniform point of the L2 ball."""
+    if norm == "linf":
+        u = torch.rand(x.shape, generator=gen).to(x.device)
+        return (2 * u - 1) * eps
+    d = torch.randn(x.shape, generator=gen).to(x.device)
+    d = d / d.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (x.ndim - 1)))
+    r = torch.rand(x.shape[0], generator=gen).to(x.device) ** (1.0 / x[0].numel())
+    return d * (eps * r).view(-1, *([1] * (x.ndim - 1)))
+
+
+def input_gradient(model: nn.Module, x: torch.Tensor, goal: Goal) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradient of the summed per-example loss w.r.t. ``x``, and the logits."""
+    x = x.detach().requires_grad_(True)
+    logits = model(x)
+    (grad,) = torch.autograd.grad(goal.loss(logits).sum(), x)
+    return grad, logits.detach()
+
+
+def perturbation_norm(x: torch.Tensor, x_adv: torch.Tensor, norm: Norm) -> torch.Tensor:
+    d = (x_adv - x).flatten(1)
+    return d.abs().amax(1) if norm == "linf" else d.norm(dim=1)
+
+
+def check_adversarial(x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor, y_adv: torch.Tensor,
+                      norm: Norm, eps: float | None, name: str, tol: float = 1e-6) -> None:
+    """Fail unless every example is in its ball (within ``tol``), in [0,1], with labels kept."""
+    if x_adv.shape != x.shape:
+        raise AttackValidityError(f"{name}: shape {tuple(x_adv.shape)} != {tuple(x.shape)}")
+    if not torch.isfinite(x_adv).all():
+        raise AttackValidityError(f"{name}: non-finite pixels")
+    lo, hi = float(x_adv.min()), float(x_adv.max())
+    if lo < -tol or hi > 1 + tol:
+        raise AttackValidityError(f"{name}: pixels outside [0,1] (min {lo:.6g}, max {hi:.6g})")
+    if not torch.equal(y, y_adv):
+        raise AttackValidityError(f"{name}: labels changed")
+    if eps is not None:
+        worst = float(perturbation_norm(x, x_adv, norm).max())
+        if worst > eps + tol:
+            raise AttackValidityError(
+                f"{name}: perturbation {norm} norm {worst:.8g} exceeds eps {eps:.8g} (+{tol:g})")

@@ -1,0 +1,139 @@
+"""Evaluate one defense under every configured attack and threat model.
+
+* ``oblivious`` (the papers' gray-box): examples crafted once on the bare
+  target classifier (cached by ``generate_attacks``), fed to the defense.
+* ``blackbox``: (a) ``transfer`` from the separately trained substitute
+  classifier (cached); (b) ``papernot``, a substitute trained on the defended
+  model's labels only, attacked in white-box fashion.
+* ``whitebox`` (adaptive): the attack sees purifier + classifier, with BPDA at
+  the non-differentiable layers and EOT over the randomness of randomized
+  purifiers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from repurify.attacks import run_attack
+from repurify.blackbox import train_papernot_substitute
+from repurify.defenses import EOT, DefendedModel, bpda
+from repurify.models import build_classifier
+from repurify.params import ProfileParams
+from repurify.training import accuracy
+
+
+@dataclass(frozen=True)
+class EvalData:
+    """The evaluated test images (float [0,1]) and the held-out Papernot seeds."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    seeds: torch.Tensor
+    num_classes: int
+
+
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
+    with torch.no_grad():
+        return torch.cat([model(x[i:i + batch_size]).argmax(1).cpu()
+                          for i in range(0, len(x), batch_size)])
+
+
+def _row(name: str, spec: Any, threat: str, pred: torch.Tensor, y: torch.Tensor,
+         targets: torch.Tensor | None, **extra: Any) -> dict[str, Any]:
+    row = {"attack": name, "kind": spec.kind, "threat_model": threat,
+           "eps": getattr(spec, "eps", None), "norm": spec.norm, "targeted": spec.targeted,
+           "accuracy": float((pred == y).float().mean()), "n": len(y), **extra}
+    if targets is not None:
+        row["target_hit_rate"] = float((pred == targets.cpu()).float().mean())
+    return row
+
+
+def _attacks(profile: ProfileParams, threat: str) -> Iterator[tuple[str, Any]]:
+    for name, spec in profile.attacks.items():
+        if threat in spec.threat_models:
+            yield name, spec
+
+
+def evaluate_defense(defended: DefendedModel, profile: ProfileParams, data: EvalData,
+                     cached: dict[str, dict[str, Any]], *, seed: int,
+                     device: torch.device) -> dict[str, Any]:
+    """All rows for one defense; ``cached[role]`` holds the examples made on that classifier."""
+    ev = profile.evaluation
+    defended = defended.to(device).eval()
+    x, y = data.x.to(device), data.y
+    rows: list[dict[str, Any]] = []
+    clean = float((predict(defended, x, ev.batch_size) == y).float().mean())
+
+    for threat, role in (("oblivious", "target"), ("blackbox", "substitute")):
+        for name, spec in _attacks(profile, threat):
+            adv = cached[role]["adversarial"][name].to(device)
+            targets = cached[role]["targets"].get(name)
+            n = len(adv)
+            rows.append(_row(name, spec, threat, predict(defended, adv, ev.batch_size), y[:n],
+                             targets, source="transfer" if role == "substitute" else "target"))
+
+    rows += _papernot_rows(defended, profile, data, seed=seed, device=device)
+
+    attacked: nn.Module = EOT(defended, ev.eot_samples) if defended.randomized else defended
+    whitebox = list(_attacks(profile, "whitebox"))
+    for name, spec in tqdm(whitebox, desc="white-box", disable=None, leave=False):
+        n = min(len(y), spec.n or len(y))
+        with bpda(True):
+            adv, targets = run_attack(spec, attacked, x[:n], y[:n].to(device),
+                                      num_classes=data.num_classes, batch_size=ev.batch_size,
+                                      seed=seed, early_stop=not defended.randomized)
+        rows.append(_row(name, spec, "whitebox", predict(defended, adv, ev.batch_size), y[:n],
+                         targets, bpda=not defended.purifier.differentiable,
+                         eot_samples=ev.eot_samples if defended.randomized else 1))
+    return {"clean_accuracy": clean, "n": len(y), "randomized": defended.randomized,
+            "differentiable": defended.purifier.differentiable, "results": rows}
+
+
+def _papernot_rows(defended: DefendedModel, profile: ProfileParams, data: EvalData, *, seed: int,
+                   device: torch.device) -> list[dict[str, Any]]:
+    """Train a substitute on the defended model's labels, attack it, transfer (AdvAE protocol)."""
+    ev, pn = profile.evaluation, profile.evaluation.papernot
+    specs = [(a, profile.attacks[a]) for a in pn.attacks
+             if "blackbox" in profile.attacks[a].threat_models]
+    if not specs:
+        return []
+    cfg = profile.classifiers.target
+    target = defended.classifier
+    substitute = build_classifier(cfg.arch, tuple(data.x.shape[1:]), data.num_classes,
+                                  tuple(target.mean.flatten().tolist()),
+                                  tuple(target.std.flatten().tolist()))
+    gen = torch.Generator().manual_seed(seed + 17)
+    stats = train_papernot_substitute(defended, substitute, data.seeds, rounds=pn.rounds,
+                                      epochs_per_round=pn.epochs_per_round, lam=pn.lam, cfg=cfg,
+                                      device=device, gen=gen)
+    sub_acc = accuracy(substitute, data.x, data.y, device)
+    x, y = data.x.to(device), data.y
+    rows = []
+    for name, spec in specs:
+        n = min(len(y), spec.n or len(y))
+        adv, targets = run_attack(spec, substitute, x[:n], y[:n].to(device),
+                                  num_classes=data.num_classes, batch_size=ev.batch_size, seed=seed,
+                                  early_stop=False)
+        rows.append(_row(name, spec, "blackbox", predict(defended, adv, ev.batch_size), y[:n],
+                         targets, source="papernot", substitute_accuracy=sub_acc, **stats))
+    return rows
+
+
+def load_eval_data(split, profile: ProfileParams) -> EvalData:
+    """First ``evaluation.n`` test images; the next ``papernot.seed_images`` are the seeds."""
+    ev = profile.evaluation
+    need = ev.n + ev.papernot.seed_images
+    if need > len(split.y_test):
+        from repurify.errors import ParamsError
+
+        raise ParamsError(
+            f"evaluation.n ({ev.n}) + evaluation.papernot.seed_images ({ev.papernot.seed_images}) "
+            f"= {need} exceeds the {len(split.y_test)} test images; lower them")
+    x = split.x_test.float() / 255
+    return EvalData(x[:ev.n], split.y_test[:ev.n], x[ev.n:need], len(split.classes))

@@ -1,0 +1,54 @@
+"""Stage evaluate: one defense under every attack and threat model (oblivious, black-box,
+adaptive white-box with BPDA/EOT)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from repurify import paths
+from repurify.data import load_dataset
+from repurify.defenses import DefendedModel, build_purifier
+from repurify.errors import CheckpointError
+from repurify.evaluation import evaluate_defense, load_eval_data
+from repurify.io import load_torch, write_json
+from repurify.models import load_classifier
+from repurify.params import Params
+from repurify.runtime import resolve_device, seed_everything
+from repurify.tracking import stage_run
+from stages._cli import run_stage
+
+
+def evaluate(params: Params, args: argparse.Namespace) -> None:
+    profile, prof, defense = params.profile, params.active, args.defense
+    device = resolve_device(args.device)
+    data = load_eval_data(load_dataset(paths.path(paths.DATASET, profile)).split, prof)
+    target = load_classifier(paths.path(paths.CLASSIFIER, profile, role="target"),
+                             expect={"arch": prof.classifiers.target.arch})
+    cached = {}
+    for role in paths.ROLES:
+        f = paths.path(paths.ADVERSARIAL, profile, role=role)
+        cached[role] = load_torch(f, produced_by="generate_attacks")
+        if not isinstance(cached[role], dict) or "adversarial" not in cached[role]:
+            raise CheckpointError(f"{f}: not a generate_attacks output; rerun that stage")
+    spec = prof.defenses[defense]
+    seed_everything(params.seed)
+    defended = DefendedModel(build_purifier(spec), target)
+    with stage_run("evaluate", params, defense=defense) as run:
+        result = evaluate_defense(defended, prof, data, cached, seed=params.seed, device=device)
+        result = {"defense": defense, "spec": spec.model_dump(mode="json"), **result}
+        write_json(paths.path(paths.EVALUATION, profile, defense=defense), result)
+        run.log_metric("clean_accuracy", result["clean_accuracy"])
+        for row in result["results"]:
+            key = f"{row['threat_model']}.{row.get('source', 'adaptive')}.{row['attack']}"
+            run.log_metric(f"accuracy.{key}", row["accuracy"])
+        print(f"evaluate: {defense}: clean {result['clean_accuracy']:.4f}, "
+              f"{len(result['results'])} attack rows")
+
+
+def _args(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--defense", required=True, choices=paths.DEFENSES, help="defense to evaluate")
+
+
+if __name__ == "__main__":
+    sys.exit(run_stage("evaluate", __doc__, evaluate, add_args=_args))
