@@ -107,14 +107,19 @@ class ClassifiersParams(_Strict):
     substitute: ClassifierParams
 
 
-class _Budget(_Strict):
+class _Attack(_Strict):
+    """What every attack entry may set: targeting, threat models, a smaller image count."""
+
+    targeted: Literal["none", "random", "least_likely"] = "none"
+    threat_models: list[ThreatModel] = ["oblivious", "blackbox", "whitebox"]
+    n: int | None = Field(default=None, gt=0)  # evaluate on fewer images (costly attacks)
+
+
+class _Budget(_Attack):
     """An Lp ball: ``norm`` and radius ``eps`` (the papers' ``8/255`` notation is accepted)."""
 
     norm: Literal["linf", "l2"] = "linf"
     eps: PositiveRatio
-    targeted: Literal["none", "random", "least_likely"] = "none"
-    threat_models: list[ThreatModel] = ["oblivious", "blackbox", "whitebox"]
-    n: int | None = Field(default=None, gt=0)  # evaluate on fewer images (costly attacks)
 
 
 class FgsmSpec(_Budget):
@@ -148,12 +153,11 @@ class MifgsmSpec(_IterativeSpec):
     decay: float = Field(default=1.0, ge=0)
 
 
-class CwL2Spec(_Strict):
+class CwL2Spec(_Attack):
+    """Unbounded minimum-L2 attack: the report gives accuracy and perturbation sizes."""
+
     kind: Literal["cw_l2"]
     norm: Literal["l2"] = "l2"
-    targeted: Literal["none", "random", "least_likely"] = "none"
-    threat_models: list[ThreatModel] = ["oblivious", "blackbox", "whitebox"]
-    n: int | None = Field(default=None, gt=0)
     steps: int = Field(gt=0)
     lr: float = Field(gt=0)
     binary_search_steps: int = Field(gt=0)
@@ -163,7 +167,15 @@ class CwL2Spec(_Strict):
 
 class AutoAttackSpec(_Budget):
     kind: Literal["autoattack"]
-    version: Literal["standard", "rand"] = "standard"
+    version: Literal["standard", "rand", "custom"] = "standard"
+    attacks: list[Literal["apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "square"]] | None = None
+
+    @field_validator("attacks")
+    @classmethod
+    def _custom_only(cls, v: list[str] | None, info: ValidationInfo) -> list[str] | None:
+        if (v is not None) != (info.data.get("version") == "custom"):
+            raise ValueError("give `attacks` exactly when version is 'custom'")
+        return v
 
 
 AttackSpec = Annotated[

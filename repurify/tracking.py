@@ -79,6 +79,7 @@ class StageRun:
     tags: dict[str, str] = field(default_factory=dict)
     extra_params: dict[str, str] = field(default_factory=dict)
     metrics: list[tuple[str, float, int, int]] = field(default_factory=list)
+    children: list[tuple[str, dict[str, str], dict[str, float]]] = field(default_factory=list)
 
     def log_metric(self, key: str, value: float, step: int = 0) -> None:
         self.metrics.append((key, float(value), int(time.time() * 1000), step))
@@ -86,6 +87,10 @@ class StageRun:
     def log_metrics(self, values: dict[str, float], step: int = 0) -> None:
         for k, v in values.items():
             self.log_metric(k, v, step)
+
+    def log_child(self, name: str, tags: dict[str, Any], metrics: dict[str, float]) -> None:
+        """A nested run (e.g. one per attack x threat model) under this stage's run."""
+        self.children.append((name, {k: str(v) for k, v in tags.items()}, metrics))
 
     def log_params(self, values: dict[str, Any]) -> None:
         self.extra_params.update(flatten(values))
@@ -113,6 +118,13 @@ class StageRun:
                 params=[Param(k, v[:6000]) for k, v in sorted(all_params.items())],
                 tags=[RunTag(k, v) for k, v in sorted(tags.items())],
             )
+            now = int(time.time() * 1000)
+            for name, child_tags, values in self.children:
+                child = client.create_run(exp_id, run_name=name,
+                                          tags={**tags, **child_tags, "mlflow.parentRunId": run_id})
+                client.log_batch(child.info.run_id,
+                                 metrics=[Metric(k, v, now, 0) for k, v in values.items()])
+                client.set_terminated(child.info.run_id, status)
             client.set_terminated(run_id, status)
         return run_id
 

@@ -40,8 +40,13 @@ def evaluate(params: Params, args: argparse.Namespace) -> None:
         write_json(paths.path(paths.EVALUATION, profile, defense=defense), result)
         run.log_metric("clean_accuracy", result["clean_accuracy"])
         for row in result["results"]:
-            key = f"{row['threat_model']}.{row.get('source', 'adaptive')}.{row['attack']}"
-            run.log_metric(f"accuracy.{key}", row["accuracy"])
+            source = row.get("source", "adaptive")
+            run.log_metric(f"accuracy.{row['threat_model']}.{source}.{row['attack']}",
+                           row["accuracy"])
+            run.log_child(f"{defense}:{row['attack']}:{row['threat_model']}:{source}",
+                          {"defense": defense, "attack": row["attack"],
+                           "threat_model": row["threat_model"], "source": source},
+                          {"accuracy": row["accuracy"], "n": row["n"]})
         print(f"evaluate: {defense}: clean {result['clean_accuracy']:.4f}, "
               f"{len(result['results'])} attack rows")
 

@@ -8,15 +8,18 @@ import subprocess
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+OUTPUT_DIRS = {"data", "metrics", "reports", "logs"}  # pipeline outputs of this checkout
 
 
 def copy_repo(dest: Path, profile: str | None = None) -> Path:
-    """Copy the repository as git sees it into ``dest`` (a fresh git + DVC repo)."""
+    """Copy the repository as git sees it, minus pipeline outputs, into ``dest`` (fresh git repo)."""
     files = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
         cwd=ROOT, capture_output=True, check=True,
     ).stdout.decode().split("\0")
     for rel in filter(None, files):
+        if rel.split("/", 1)[0] in OUTPUT_DIRS:
+            continue
         src = ROOT / rel
         if src.is_file():
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)

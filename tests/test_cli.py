@@ -97,3 +97,14 @@ def test_cuda_without_gpu_is_an_error(workdir: Path) -> None:
     assert res.returncode == 2
     assert "no CUDA device" in res.stderr
     assert not (workdir / "data" / "smoke" / "models").exists()
+
+
+def test_evaluate_without_attacks_names_the_stage(workdir: Path) -> None:
+    assert _run(workdir, "fetch_data", "--profile", "smoke").returncode == 0
+    assert _run(workdir, "train_classifier", "--profile", "smoke").returncode == 0
+    res = _run(workdir, "evaluate", "--profile", "smoke", "--defense", "jpeg")
+    assert res.returncode == 2
+    assert "data/smoke/attacks/target.pt: not found; run the `generate_attacks` stage" in res.stderr
+    assert not (workdir / "metrics" / "smoke" / "eval").exists()
+    res = _run(workdir, "evaluate", "--profile", "smoke", "--defense", "pixeldefend")
+    assert res.returncode == 2 and "invalid choice: 'pixeldefend'" in res.stderr

@@ -89,14 +89,21 @@ def test_dvc_repro_runs_smoke(dvc_run: tuple[Path, dict, str]) -> None:
     shown = json.loads(_sh(repo, "dvc", "metrics", "show", "--json"))
     assert "metrics/smoke/classifier.json" in json.dumps(shown)
     runs = _runs(f"sqlite:///{repo / 'mlflow.db'}")
-    assert sorted(r.data.tags["stage"] for r in runs) == sorted(STAGES)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert sorted(r.data.tags["stage"] for r in parents) == sorted(STAGES)
     assert {(r.data.tags["engine"], r.data.tags["profile"]) for r in runs} == {("dvc", "smoke")}
-    assert sorted(r.data.tags["defense"] for r in runs if "defense" in r.data.tags) == sorted(DEFENSES)
+    assert sorted(r.data.tags["defense"] for r in parents if "defense" in r.data.tags) == sorted(DEFENSES)
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    rows = sum(len(json.loads((repo / f"metrics/smoke/eval/{d}.json").read_text())["results"])
+               for d in DEFENSES)
+    assert len(children) == rows
+    assert {"defense", "attack", "threat_model"} <= set(children[0].data.tags)
 
 
 def test_snakemake_runs_smoke(snakemake_run: tuple[Path, dict]) -> None:
     repo, _ = snakemake_run
-    runs = _runs(f"sqlite:///{repo / 'mlflow.db'}")
+    runs = [r for r in _runs(f"sqlite:///{repo / 'mlflow.db'}")
+            if "mlflow.parentRunId" not in r.data.tags]
     assert sorted(r.data.tags["stage"] for r in runs) == sorted(STAGES)
     assert {r.data.tags["engine"] for r in runs} == {"snakemake"}
     assert (repo / "logs/smoke/train_classifier.log").read_text().count("clean test accuracy") == 2

@@ -42,10 +42,15 @@ def test_stage_run_logs_params_metrics_tags(monkeypatch: pytest.MonkeyPatch,
         run.log_metrics({"loss": 2.0}, step=0)
         run.log_metrics({"loss": 1.0}, step=1)
         run.log_metric("clean_accuracy", 0.5)
+        run.log_child("pgd:whitebox", {"attack": "pgd", "threat_model": "whitebox"},
+                      {"accuracy": 0.25})
     runs = _client(uri).search_runs(
         [_client(uri).get_experiment_by_name(params.mlflow.experiment).experiment_id])
-    assert len(runs) == 1
-    r = runs[0]
+    assert len(runs) == 2
+    (r,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    (child,) = [c for c in runs if c.data.tags.get("mlflow.parentRunId") == r.info.run_id]
+    assert child.data.tags["attack"] == "pgd" and child.data.tags["stage"] == "unit"
+    assert child.data.metrics == {"accuracy": 0.25}
     assert r.info.status == "FINISHED"
     assert r.data.metrics == {"loss": 1.0, "clean_accuracy": 0.5}
     assert r.data.params["profile"] == "smoke"

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import io
+
+import numpy as np
 import torch
 import torch.nn.functional as F
-from torchvision.io import decode_jpeg, encode_jpeg
+from PIL import Image
 
 from repurify.defenses.base import Purifier, nondifferentiable
 
@@ -18,10 +21,17 @@ class Jpeg(Purifier):
         super().__init__()
         self.quality = quality
 
+    def _roundtrip(self, img: np.ndarray) -> np.ndarray:
+        buf = io.BytesIO()
+        Image.fromarray(img.squeeze(-1) if img.shape[-1] == 1 else img).save(
+            buf, format="JPEG", quality=self.quality)
+        out = np.asarray(Image.open(buf))
+        return out[..., None] if out.ndim == 2 else out
+
     def _codec(self, x: torch.Tensor) -> torch.Tensor:
-        u8 = (x * 255).round().clamp(0, 255).to(torch.uint8).cpu()
-        out = [decode_jpeg(encode_jpeg(img, quality=self.quality)) for img in u8]
-        return torch.stack(out).to(x.device, x.dtype) / 255
+        u8 = (x * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        out = np.stack([self._roundtrip(img) for img in u8])
+        return torch.from_numpy(out).permute(0, 3, 1, 2).to(x.device, x.dtype) / 255
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return nondifferentiable(self._codec, x)

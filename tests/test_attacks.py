@@ -1,0 +1,201 @@
+"""Attacks: budgets, validity checks, and cross-checks against an independent implementation
+(IBM's Adversarial Robustness Toolbox) on the same model and settings."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from repurify.attacks import AttackValidityError, Goal, check_adversarial, run_attack
+from repurify.attacks.base import choose_targets, perturbation_norm, project, random_start
+from repurify.attacks.cw import cw_l2
+from repurify.attacks.gradient import bim, fgsm, mifgsm, pgd
+from repurify.data import load_split
+from repurify.models import build_classifier
+from repurify.params import ClassifierParams, CwL2Spec, DataParams, PgdSpec
+from repurify.runtime import seed_everything
+from repurify.training import train_classifier
+
+EPS, STEP, STEPS = 0.08, 0.01, 20  # 20 steps: random starts move PGD < 0.5 pt
+
+
+@pytest.fixture(scope="module")
+def setup() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """A digits classifier (small_cnn, 4 epochs on 600 images) and 300 test images."""
+    torch.set_num_threads(2)
+    split = load_split(DataParams(name="digits", image_size=16, channels=1, train_limit=600,
+                                  test_limit=300))
+    gen = seed_everything(0)
+    model = build_classifier("small_cnn", (1, 16, 16), 10, (0.3,), (0.3,))
+    cfg = ClassifierParams(arch="small_cnn", epochs=4, batch_size=32, optimizer="adam", lr=0.003)
+    train_classifier(model, split.x_train, split.y_train, cfg, torch.device("cpu"), gen)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model.eval(), split.x_test.float() / 255, split.y_test
+
+
+def _acc(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    with torch.no_grad():
+        return float((model(x).argmax(1) == y).float().mean())
+
+
+def _art(model: nn.Module):
+    from art.estimators.classification import PyTorchClassifier
+
+    return PyTorchClassifier(model=model, loss=nn.CrossEntropyLoss(), input_shape=(1, 16, 16),
+                             nb_classes=10, clip_values=(0.0, 1.0), device_type="cpu")
+
+
+def _gen() -> torch.Generator:
+    return torch.Generator().manual_seed(0)
+
+
+def test_clean_model_is_accurate(setup) -> None:
+    model, x, y = setup
+    assert _acc(model, x, y) > 0.85
+
+
+def test_fgsm_matches_art_exactly(setup) -> None:
+    from art.attacks.evasion import FastGradientMethod
+
+    model, x, y = setup
+    ours = fgsm(model, x, Goal(y), norm="linf", eps=EPS, gen=_gen())
+    art = FastGradientMethod(_art(model), norm=np.inf, eps=EPS, batch_size=512)
+    theirs = torch.from_numpy(art.generate(x.numpy(), y=y.numpy()))
+    assert torch.allclose(ours, theirs, atol=1e-6)
+    assert _acc(model, ours, y) < _acc(model, x, y) - 0.1
+
+
+@pytest.mark.parametrize("kind", ["bim", "pgd", "mifgsm"])
+def test_iterative_attacks_match_art_within_one_point(setup, kind: str) -> None:
+    from art.attacks.evasion import (
+        BasicIterativeMethod,
+        MomentumIterativeMethod,
+        ProjectedGradientDescent,
+    )
+
+    model, x, y = setup
+    clf = _art(model)
+    if kind == "bim":
+        ours = bim(model, x, Goal(y), norm="linf", eps=EPS, step_size=STEP, steps=STEPS,
+                   early_stop=False, gen=_gen())
+        art = BasicIterativeMethod(clf, eps=EPS, eps_step=STEP, max_iter=STEPS, batch_size=512,
+                                   verbose=False)
+    elif kind == "pgd":
+        ours = pgd(model, x, Goal(y), norm="linf", eps=EPS, step_size=STEP, steps=STEPS,
+                   restarts=1, early_stop=False, gen=_gen())
+        art = ProjectedGradientDescent(clf, norm=np.inf, eps=EPS, eps_step=STEP, max_iter=STEPS,
+                                       num_random_init=1, batch_size=512, verbose=False)
+    else:
+        ours = mifgsm(model, x, Goal(y), norm="linf", eps=EPS, step_size=STEP, steps=STEPS,
+                      decay=1.0, early_stop=False, gen=_gen())
+        art = MomentumIterativeMethod(clf, norm=np.inf, eps=EPS, eps_step=STEP, max_iter=STEPS,
+                                      decay=1.0, batch_size=512, verbose=False)
+    theirs = torch.from_numpy(art.generate(x.numpy(), y=y.numpy()))
+    acc_ours, acc_theirs = _acc(model, ours, y), _acc(model, theirs, y)
+    assert abs(acc_ours - acc_theirs) <= 0.01 + 1e-9, (acc_ours, acc_theirs)
+    assert acc_ours < _acc(model, x, y) - 0.15  # the attack does something
+    check_adversarial(x, ours, y, y, "linf", EPS, kind)
+
+
+def test_targeted_pgd_matches_art(setup) -> None:
+    from art.attacks.evasion import ProjectedGradientDescent
+
+    model, x, y = setup
+    targets = choose_targets(model, x, y, "random", 10, _gen())
+    assert not (targets == y).any()
+    ours = pgd(model, x, Goal(y, targets), norm="linf", eps=0.1, step_size=STEP, steps=20,
+               restarts=1, early_stop=False, gen=_gen())
+    art = ProjectedGradientDescent(_art(model), norm=np.inf, eps=0.1, eps_step=STEP, max_iter=20,
+                                   targeted=True, num_random_init=1, batch_size=512, verbose=False)
+    theirs = torch.from_numpy(art.generate(x.numpy(), y=targets.numpy()))
+    with torch.no_grad():
+        hit_ours = float((model(ours).argmax(1) == targets).float().mean())
+        hit_theirs = float((model(theirs).argmax(1) == targets).float().mean())
+    assert abs(hit_ours - hit_theirs) <= 0.01 + 1e-9, (hit_ours, hit_theirs)
+    assert hit_ours > 0.1  # clean images hit a random wrong class ~never
+
+
+def test_cw_l2_matches_art_within_one_point(setup) -> None:
+    from art.attacks.evasion import CarliniL2Method
+
+    model, x, y = setup
+    x, y = x[:40], y[:40]  # ART's C&W is ~20x slower than ours
+    ours = cw_l2(model, x, Goal(y), steps=30, lr=0.05, binary_search_steps=3, initial_c=1.0,
+                 confidence=0.0)
+    art = CarliniL2Method(_art(model), confidence=0.0, learning_rate=0.05, binary_search_steps=3,
+                          max_iter=30, initial_const=1.0, batch_size=40, verbose=False)
+    theirs = torch.from_numpy(art.generate(x.numpy(), y=y.numpy()))
+    acc_ours, acc_theirs = _acc(model, ours, y), _acc(model, theirs, y)
+    assert abs(acc_ours - acc_theirs) <= 0.01 + 1e-9, (acc_ours, acc_theirs)
+    assert acc_ours < 0.1
+    # minimal perturbations: on average no larger than the reference's (10% slack)
+    l2_ours = float(perturbation_norm(x, ours, "l2").mean())
+    l2_theirs = float(perturbation_norm(x, theirs, "l2").mean())
+    assert l2_ours <= 1.1 * l2_theirs, (l2_ours, l2_theirs)
+    check_adversarial(x, ours, y, y, "l2", None, "cw_l2")
+
+
+def test_early_stop_never_raises_robust_accuracy(setup) -> None:
+    model, x, y = setup
+    full = pgd(model, x, Goal(y), norm="linf", eps=EPS, step_size=STEP, steps=STEPS, restarts=1,
+               early_stop=False, gen=_gen())
+    early = pgd(model, x, Goal(y), norm="linf", eps=EPS, step_size=STEP, steps=STEPS, restarts=1,
+                early_stop=True, gen=_gen())
+    assert _acc(model, early, y) <= _acc(model, full, y)
+    check_adversarial(x, early, y, y, "linf", EPS, "pgd")
+
+
+def test_l2_pgd_stays_in_ball(setup) -> None:
+    model, x, y = setup
+    adv = pgd(model, x, Goal(y), norm="l2", eps=1.0, step_size=0.25, steps=10, restarts=1,
+              early_stop=False, gen=_gen())
+    assert float(perturbation_norm(x, adv, "l2").max()) <= 1.0 + 1e-5
+    assert _acc(model, adv, y) < _acc(model, x, y)
+
+
+def test_run_attack_batches_and_validates(setup) -> None:
+    model, x, y = setup
+    spec = PgdSpec(kind="pgd", eps=EPS, step_size=STEP, steps=STEPS, targeted="least_likely")
+    adv, targets = run_attack(spec, model, x[:64], y[:64], num_classes=10, batch_size=16, seed=0,
+                              early_stop=False)
+    assert adv.shape == x[:64].shape and targets is not None and len(targets) == 64
+    with torch.no_grad():
+        assert (targets == model(x[:64]).argsort(1)[:, 0]).all()  # least likely class
+    again, _ = run_attack(spec, model, x[:64], y[:64], num_classes=10, batch_size=16, seed=0,
+                          early_stop=False)
+    assert torch.equal(adv, again)  # deterministic given the seed
+    cw = CwL2Spec(kind="cw_l2", steps=5, lr=0.05, binary_search_steps=1, initial_c=1.0)
+    adv_cw, _ = run_attack(cw, model, x[:8], y[:8], num_classes=10, batch_size=8, seed=0,
+                           early_stop=False)
+    assert adv_cw.shape == (8, 1, 16, 16)
+
+
+def test_projection_and_random_start() -> None:
+    gen = _gen()
+    d = torch.randn(16, 3, 8, 8, generator=gen) * 3
+    assert float(project(d, "linf", 0.1).abs().max()) <= 0.1 + 1e-7
+    assert float(project(d, "l2", 0.5).flatten(1).norm(dim=1).max()) <= 0.5 + 1e-6
+    x = torch.rand(64, 1, 4, 4, generator=gen)
+    assert float(random_start(x, "linf", 0.2, gen).abs().max()) <= 0.2 + 1e-7
+    assert float(random_start(x, "l2", 0.3, gen).flatten(1).norm(dim=1).max()) <= 0.3 + 1e-6
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda a: a + 0.2, "exceeds eps"),
+        (lambda a: a - 2.0, "outside \\[0,1\\]"),
+        (lambda a: a * float("nan"), "non-finite"),
+    ],
+)
+def test_validity_check_catches_violations(mutate, message: str) -> None:
+    x = torch.full((4, 1, 4, 4), 0.5)
+    y = torch.arange(4)
+    check_adversarial(x, x + 0.1, y, y, "linf", 0.1, "ok")
+    with pytest.raises(AttackValidityError, match=message):
+        check_adversarial(x, mutate(x.clone()), y, y, "linf", 0.1, "bad")
+    with pytest.raises(AttackValidityError, match="labels changed"):
+        check_adversarial(x, x, y, y.flip(0), "linf", 0.1, "bad")

@@ -1,0 +1,79 @@
+"""Evaluation plumbing: Papernot substitute, held-out seeds, report rendering."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from repurify.blackbox import jacobian_augment, train_papernot_substitute
+from repurify.data import load_split
+from repurify.errors import ParamsError
+from repurify.evaluation import load_eval_data
+from repurify.params import ClassifierParams, load_params
+from repurify.report import render_markdown, summary_rows
+from tests.repo_copy import ROOT
+
+
+def _mlp() -> nn.Module:
+    return nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 3))
+
+
+def test_jacobian_augmentation_moves_along_the_label_gradient() -> None:
+    model = _mlp()
+    x = torch.rand(5, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    labels = torch.tensor([0, 1, 2, 0, 1])
+    new = jacobian_augment(model, x, labels, lam=0.1)
+    assert new.shape == x.shape and float(new.min()) >= 0 and float(new.max()) <= 1
+    assert float((new - x).abs().max()) <= 0.1 + 1e-6
+    with torch.no_grad():
+        before = model(x).gather(1, labels.view(-1, 1))
+        after = model(new).gather(1, labels.view(-1, 1))
+    assert (after >= before - 1e-6).all()  # the label's logit grows (first order)
+
+
+def test_papernot_substitute_queries_and_learns_the_oracle() -> None:
+    torch.manual_seed(0)
+    oracle = _mlp().eval()
+    seeds = torch.rand(30, 1, 4, 4, generator=torch.Generator().manual_seed(1))
+    substitute = _mlp()
+    cfg = ClassifierParams(arch="small_cnn", epochs=1, batch_size=16, optimizer="adam", lr=0.01)
+    stats = train_papernot_substitute(oracle, substitute, seeds, rounds=3, epochs_per_round=30,
+                                      lam=0.1, cfg=cfg, device=torch.device("cpu"),
+                                      gen=torch.Generator().manual_seed(2))
+    assert stats == {"oracle_queries": 30 + 60 + 120, "substitute_train_size": 120}
+    probe = torch.rand(200, 1, 4, 4, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        agree = (substitute(probe).argmax(1) == oracle(probe).argmax(1)).float().mean()
+    assert agree > 0.6  # chance is ~1/3
+
+
+def test_eval_data_holds_out_papernot_seeds() -> None:
+    prof = load_params(ROOT / "params.yaml", profile="smoke").active
+    split = load_split(prof.data)
+    data = load_eval_data(split, prof)
+    n, k = prof.evaluation.n, prof.evaluation.papernot.seed_images
+    assert data.x.shape[0] == n and data.seeds.shape[0] == k
+    assert torch.equal(data.seeds, split.x_test[n:n + k].float() / 255)
+    too_many = prof.model_copy(update={"evaluation": prof.evaluation.model_copy(update={"n": 79})})
+    with pytest.raises(ParamsError, match=r"evaluation.n \(79\) \+ .* exceeds the 80 test images"):
+        load_eval_data(split, too_many)
+
+
+def test_report_tables() -> None:
+    ev = {"clean_accuracy": 0.9, "n": 10, "results": [
+        {"attack": "pgd", "threat_model": "oblivious", "source": "target", "accuracy": 0.5, "n": 10},
+        {"attack": "pgd", "threat_model": "blackbox", "source": "transfer", "accuracy": 0.6, "n": 10},
+        {"attack": "pgd", "threat_model": "blackbox", "source": "papernot", "accuracy": 0.7, "n": 10},
+        {"attack": "pgd", "threat_model": "whitebox", "accuracy": 0.05, "n": 10},
+        {"attack": "autoattack", "threat_model": "whitebox", "accuracy": 0.0, "n": 4},
+    ]}
+    rows = summary_rows({"none": ev})
+    assert rows[0] == {"defense": "none", "attack": "clean", "threat_model": "none",
+                       "accuracy": 0.9, "n": 10}
+    assert len(rows) == 6
+    md = render_markdown("p", "desc", {"target": {"arch": "a", "clean_accuracy": 0.99}}, rows)
+    assert "## Defense `none` (clean 90.0)" in md
+    assert "| pgd | 50.0 | 60.0 | 70.0 | 5.0 |" in md
+    assert "| autoattack |  |  |  | 0.0 |" in md
+    assert "| target | a | 99.0 |" in md
