@@ -64,6 +64,8 @@ def test_paper_budgets_parse_from_ratio_notation() -> None:
     assert _attack("imagenet_subset", "mifgsm").eps == pytest.approx(2 / 255)
     assert _attack("flowers17", "mifgsm").eps == pytest.approx(4 / 255)
     assert _attack("flowers17", "bim").steps == 8
+    assert _attack("flowers17", "mifgsm").steps == 5
+    assert _attack("imagenet_subset", "mifgsm").steps == 3
 
 
 def test_yaml_exponent_floats_are_numbers(tmp_path: Path) -> None:
