@@ -126,17 +126,18 @@ class FgsmSpec(_Budget):
     kind: Literal["fgsm"]
 
 
+def _step_within_budget(v: float, info: ValidationInfo) -> float:
+    eps = info.data.get("eps")
+    if eps is not None and v > eps:
+        raise ValueError(f"step_size {v:g} exceeds eps {eps:g}")
+    return v
+
+
 class _IterativeSpec(_Budget):
     step_size: PositiveRatio
     steps: int = Field(gt=0)
 
-    @field_validator("step_size")
-    @classmethod
-    def _step_within_budget(cls, v: float, info: ValidationInfo) -> float:
-        eps = info.data.get("eps")
-        if eps is not None and v > eps:
-            raise ValueError(f"step_size {v:g} exceeds eps {eps:g}")
-        return v
+    _step_ok = field_validator("step_size")(_step_within_budget)
 
 
 class BimSpec(_IterativeSpec):
@@ -229,7 +230,62 @@ class MedianSpec(_Strict):
         return v
 
 
-DefenseSpec = Annotated[NoneSpec | JpegSpec | BitDepthSpec | MedianSpec, Field(discriminator="kind")]
+Role = Literal["target", "substitute"]
+
+
+class DefenseTraining(_Strict):
+    """Adam with plateau decay; the checkpoint with the lowest validation loss is kept."""
+
+    epochs: int = Field(gt=0)  # at most this many epochs
+    batch_size: int = Field(gt=0)
+    lr: float = Field(default=1e-3, gt=0)
+    lr_decay: float = Field(gt=0, lt=1)  # factor applied when the validation loss plateaus
+    min_lr: float = Field(default=0.0, ge=0)
+    plateau_patience: int = Field(ge=0)  # epochs without improvement before decaying
+    early_stop_patience: int | None = Field(default=None, gt=0)  # None: run all epochs
+    val_fraction: float = Field(default=0.1, gt=0, lt=1)
+    train_limit: int | None = Field(default=None, gt=0)  # train on the first n images only
+
+
+class PgdBudget(_Strict):
+    """The L-inf PGD of adversarial training (random start, no restarts)."""
+
+    eps: PositiveRatio
+    step_size: PositiveRatio
+    steps: int = Field(gt=0)
+
+    _step_ok = field_validator("step_size")(_step_within_budget)
+
+
+class HgdSpec(_Strict):
+    """High-level representation guided denoiser (Liao et al. 2018)."""
+
+    kind: Literal["hgd"]
+    architecture: Literal["dunet", "dae"] = "dunet"  # DAE: DUNET without lateral connections
+    loss: Literal["pixel", "fgd", "lgd", "cgd"] = "lgd"  # Eq. 3 / Eq. 5 l=-2 / l=-1 / CE
+    widths: list[Annotated[int, Field(gt=0)]] = Field(min_length=2)  # C2, then one C3 per entry
+    guide: Role = "target"  # the classifier whose representation guides the loss (Table 4)
+    sources: list[Role] = Field(min_length=1)  # classifiers attacked to build the training set
+    eps_max: PositiveRatio  # eps ~ U{1..eps_levels} * eps_max / eps_levels (Table 1: [1,16]/255)
+    eps_levels: int = Field(default=16, gt=0)
+    ifgsm_steps: list[Annotated[int, Field(gt=1)]] = [2, 4, 8]
+    training: DefenseTraining
+
+
+class AdvaeSpec(_Strict):
+    """Auto-encoder adversarially trained in front of frozen classifiers (AdvAE, Eq. 7/8)."""
+
+    kind: Literal["advae"]
+    architecture: Literal["conv_ae", "unet"]
+    widths: list[Annotated[int, Field(gt=0)]] = Field(min_length=1)  # encoder channels
+    lam: float = Field(ge=0)  # lambda of Eq. 7: weight of the clean reconstruction term
+    classifiers: list[Role] = Field(default=["target"], min_length=1)  # Eq. 8 ensemble
+    pgd: PgdBudget
+    training: DefenseTraining
+
+
+DefenseSpec = Annotated[NoneSpec | JpegSpec | BitDepthSpec | MedianSpec | HgdSpec | AdvaeSpec,
+                        Field(discriminator="kind")]
 
 
 class ProfileParams(_Strict):
@@ -244,11 +300,15 @@ class ProfileParams(_Strict):
 
     @model_validator(mode="after")
     def _cross_refs(self) -> ProfileParams:
-        from repurify.paths import DEFENSES
+        from repurify.paths import DEFENSES, TRAINED_DEFENSES
 
         missing = [d for d in DEFENSES if d not in self.defenses]
         if missing:
             raise ValueError(f"defenses: missing {missing}; every profile configures {list(DEFENSES)}")
+        for name, kind in TRAINED_DEFENSES.items():
+            if self.defenses[name].kind != kind:
+                raise ValueError(f"defenses.{name}.kind: the {name} slot is trained by "
+                                 f"train_defense_{name} and must be {kind!r}")
         unknown = [a for a in self.evaluation.papernot.attacks if a not in self.attacks]
         if unknown:
             raise ValueError(f"evaluation.papernot.attacks: {unknown} are not keys of attacks")

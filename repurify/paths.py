@@ -12,12 +12,15 @@ CLASSIFIER = "data/{profile}/models/{role}.pt"
 CLASSIFIER_METRICS = "metrics/{profile}/classifier.json"
 ADVERSARIAL = "data/{profile}/attacks/{role}.pt"  # cached examples crafted on one classifier
 ATTACK_METRICS = "metrics/{profile}/attacks.json"
+DEFENSE = "data/{profile}/defenses/{defense}.pt"  # a trained purifier
+DEFENSE_METRICS = "metrics/{profile}/defenses/{defense}.json"
 EVALUATION = "metrics/{profile}/eval/{defense}.json"
 REPORT = "reports/{profile}/report.md"
 SUMMARY = "reports/{profile}/summary.json"
 
 ROLES = ("target", "substitute")
-DEFENSES = ("none", "jpeg", "bit_depth", "median_filter")
+DEFENSES = ("none", "jpeg", "bit_depth", "median_filter", "hgd", "advae")
+TRAINED_DEFENSES = {"hgd": "hgd", "advae": "advae"}  # slot -> the kind it must hold
 
 
 def path(template: str, profile: str, **fields: str) -> str:

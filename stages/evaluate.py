@@ -33,7 +33,10 @@ def evaluate(params: Params, args: argparse.Namespace) -> None:
             raise CheckpointError(f"{f}: not a generate_attacks output; rerun that stage")
     spec = prof.defenses[defense]
     seed_everything(params.seed)
-    defended = DefendedModel(build_purifier(spec), target)
+    checkpoint = (paths.path(paths.DEFENSE, profile, defense=defense)
+                  if defense in paths.TRAINED_DEFENSES else None)
+    purifier = build_purifier(spec, checkpoint, defense, tuple(data.x.shape[1:]))
+    defended = DefendedModel(purifier, target)
     with stage_run("evaluate", params, defense=defense) as run:
         result = evaluate_defense(defended, prof, data, cached, seed=params.seed, device=device)
         result = {"defense": defense, "spec": spec.model_dump(mode="json"), **result}

@@ -31,6 +31,14 @@ def _edit(workdir: Path, old: str, new: str) -> None:
     f.write_text(text.replace(old, new, 1))
 
 
+def _edit_profile(workdir: Path, profile: str, old: str, new: str) -> None:
+    """Replace the first ``old`` inside ``profiles.<profile>``."""
+    f = workdir / "params.yaml"
+    head, sep, tail = f.read_text().partition(f"\n  {profile}:\n")
+    assert sep and old in tail
+    f.write_text(head + sep + tail.replace(old, new, 1))
+
+
 def _outputs(workdir: Path) -> list[str]:
     return sorted(str(p.relative_to(workdir)) for p in workdir.rglob("*")
                   if p.is_file() and p.name != "params.yaml" and "logs" not in p.parts)
@@ -108,3 +116,32 @@ def test_evaluate_without_attacks_names_the_stage(workdir: Path) -> None:
     assert not (workdir / "metrics" / "smoke" / "eval").exists()
     res = _run(workdir, "evaluate", "--profile", "smoke", "--defense", "pixeldefend")
     assert res.returncode == 2 and "invalid choice: 'pixeldefend'" in res.stderr
+
+
+def test_train_defense_checks_every_input_before_training(workdir: Path) -> None:
+    assert _run(workdir, "fetch_data", "--profile", "smoke").returncode == 0
+    res = _run(workdir, "train_defense", "--profile", "smoke", "--defense", "advae")
+    assert res.returncode == 2
+    assert ("data/smoke/models/target.pt: not found; run the `train_classifier` stage first"
+            in res.stderr)
+    assert not (workdir / "data" / "smoke" / "defenses").exists()
+    assert _run(workdir, "train_classifier", "--profile", "smoke").returncode == 0
+    _edit_profile(workdir, "smoke", "        arch: small_cnn\n", "        arch: mnist_x\n")
+    res = _run(workdir, "train_defense", "--profile", "smoke", "--defense", "hgd")
+    assert res.returncode == 2
+    assert "built with arch='small_cnn' but the params ask for 'mnist_x'" in res.stderr
+    assert not (workdir / "data" / "smoke" / "defenses").exists()
+
+
+def test_evaluate_refuses_a_defense_trained_with_other_params(workdir: Path) -> None:
+    for stage, extra in (("fetch_data", ()), ("train_classifier", ()), ("generate_attacks", ()),
+                         ("train_defense", ("--defense", "hgd"))):
+        res = _run(workdir, stage, "--profile", "smoke", *extra)
+        assert res.returncode == 0, res.stderr
+    _edit_profile(workdir, "smoke", "        loss: lgd ", "        loss: cgd ")
+    res = _run(workdir, "evaluate", "--profile", "smoke", "--defense", "hgd")
+    assert res.returncode == 2
+    assert "data/smoke/defenses/hgd.pt does not match params defenses.hgd" in res.stderr
+    assert "loss: trained with 'lgd', params say 'cgd'" in res.stderr
+    assert "rerun the `train_defense_hgd` stage" in res.stderr
+    assert not (workdir / "metrics" / "smoke" / "eval").exists()

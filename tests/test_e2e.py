@@ -13,14 +13,17 @@ from tests.repo_copy import copy_repo
 
 pytestmark = pytest.mark.slow
 
-DEFENSES = ("none", "jpeg", "bit_depth", "median_filter")
-STAGES = ["fetch_data", "train_classifier", "generate_attacks", *(["evaluate"] * len(DEFENSES)),
-          "report"]
+DEFENSES = ("none", "jpeg", "bit_depth", "median_filter", "hgd", "advae")
+TRAINED = ("hgd", "advae")
+STAGES = ["fetch_data", "train_classifier", "generate_attacks", *(["train_defense"] * len(TRAINED)),
+          *(["evaluate"] * len(DEFENSES)), "report"]
 OUTPUTS = ("data/smoke/dataset.pt", "data/smoke/manifest.json", "data/smoke/models/target.pt",
            "data/smoke/models/substitute.pt", "metrics/smoke/classifier.json",
            "data/smoke/attacks/target.pt", "data/smoke/attacks/substitute.pt",
            "metrics/smoke/attacks.json", "reports/smoke/report.md", "reports/smoke/summary.json",
-           *(f"metrics/smoke/eval/{d}.json" for d in DEFENSES))
+           *(f"metrics/smoke/eval/{d}.json" for d in DEFENSES),
+           *(f"data/smoke/defenses/{d}.pt" for d in TRAINED),
+           *(f"metrics/smoke/defenses/{d}.json" for d in TRAINED))
 
 
 def _sh(cwd: Path, *cmd: str, env: dict[str, str] | None = None) -> str:
@@ -50,6 +53,11 @@ def _check_outputs(repo: Path) -> dict:
             assert {"attack", "threat_model", "eps", "norm", "accuracy", "n"} <= set(r)
             assert 0 <= r["accuracy"] <= 1 and r["n"] > 0
         metrics[f"eval/{d}"] = ev
+    for d in TRAINED:
+        trained = json.loads((repo / f"metrics/smoke/defenses/{d}.json").read_text())
+        assert trained["kind"] == d and trained["epochs_run"] == 2
+        assert trained["best_val_loss"] == min(trained["history"]["val_loss"])
+        metrics[f"defenses/{d}"] = trained
     report = (repo / "reports/smoke/report.md").read_text()
     assert all(f"## Defense `{d}`" in report for d in DEFENSES)
     assert not list(repo.rglob("*.tmp")), "half-written temporary files left behind"

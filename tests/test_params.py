@@ -87,6 +87,13 @@ def test_yaml_exponent_floats_are_numbers(tmp_path: Path) -> None:
         ("profiles.digits.defenses.jpeg.quality", 0, "greater than or equal to 1"),
         ("profiles.digits.evaluation.papernot.attacks", ["fgsm", "nope"], "not keys of attacks"),
         ("profiles.digits.data.name", "imagenet21k", "unknown dataset"),
+        ("profiles.digits.defenses.hgd.loss", "mse", "'pixel', 'fgd', 'lgd' or 'cgd'"),
+        ("profiles.digits.defenses.hgd.guide", "resnet", "'target' or 'substitute'"),
+        ("profiles.digits.defenses.hgd.widths", [32], "at least 2 items"),
+        ("profiles.digits.defenses.advae.architecture", "vae", "'conv_ae' or 'unet'"),
+        ("profiles.digits.defenses.advae.lam", -1.0, "greater than or equal to 0"),
+        ("profiles.digits.defenses.advae.pgd.step_size", 0.5, "exceeds eps"),
+        ("profiles.digits.defenses.advae.training.lr_decay", 1.5, "less than 1"),
         ("profiles.digits.classifiers.target.arch", "vit_h14", "unknown architecture"),
         ("profiles.digits.classifiers.target.optimizer", "lion", "'sgd' or 'adam'"),
         ("seed", -1, "greater than or equal to 0"),
@@ -111,6 +118,13 @@ def test_every_defense_is_configured(raw: dict[str, Any]) -> None:
     bad = copy.deepcopy(raw)
     del bad["profiles"]["smoke"]["defenses"]["jpeg"]
     with pytest.raises(ParamsError, match=r"profiles\.smoke\.defenses: missing \[.jpeg.\]"):
+        validate_params(bad)
+
+
+def test_trained_defense_slots_hold_their_kind(raw: dict[str, Any]) -> None:
+    bad = _set(raw, "profiles.smoke.defenses.hgd", {"kind": "jpeg", "quality": 50})
+    with pytest.raises(ParamsError, match=r"profiles\.smoke\.defenses\.hgd\.kind: the hgd slot is "
+                                          r"trained by train_defense_hgd and must be 'hgd'"):
         validate_params(bad)
 
 

@@ -117,11 +117,27 @@ STAGES: tuple[Stage, ...] = (
     ),
     *(
         Stage(
+            name=f"train_defense_{defense}",
+            module="train_defense",
+            args=("--defense", defense),
+            code=("repurify/attacks/*.py", "repurify/defenses/*.py", "repurify/training.py"),
+            deps=(paths.DATASET, *CLASSIFIERS),
+            params=("/seed", "classifiers", f"defenses.{defense}"),
+            outs=(paths.DEFENSE.replace("{defense}", defense),),
+            metrics=(paths.DEFENSE_METRICS.replace("{defense}", defense),),
+            resources=Resources(gpu=1, mem_mb=16000, runtime_min=720, threads=4),
+        )
+        for defense in paths.TRAINED_DEFENSES
+    ),
+    *(
+        Stage(
             name=f"evaluate_{defense}",
             module="evaluate",
             args=("--defense", defense),
             code=(*ATTACK_CODE, "repurify/defenses/*.py"),
-            deps=(paths.DATASET, paths.CLASSIFIER.replace("{role}", "target"), *ADVERSARIAL),
+            deps=(paths.DATASET, paths.CLASSIFIER.replace("{role}", "target"), *ADVERSARIAL,
+                  *((paths.DEFENSE.replace("{defense}", defense),)
+                    if defense in paths.TRAINED_DEFENSES else ())),
             params=("/seed", "attacks", "evaluation", "classifiers.target", f"defenses.{defense}"),
             outs=(),
             metrics=(paths.EVALUATION.replace("{defense}", defense),),

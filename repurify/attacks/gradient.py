@@ -15,10 +15,15 @@ from torch import nn
 from repurify.attacks.base import Goal, Norm, input_gradient, project, random_start, steepest_step
 
 
-def iterative(model: nn.Module, x: torch.Tensor, goal: Goal, *, norm: Norm, eps: float,
-              step_size: float, steps: int, rand_init: bool, momentum: float | None,
-              early_stop: bool, gen: torch.Generator) -> torch.Tensor:
-    """The shared sign-gradient loop; returns adversarial examples in [0,1]."""
+def iterative(model: nn.Module, x: torch.Tensor, goal: Goal, *, norm: Norm,
+              eps: float | torch.Tensor, step_size: float | torch.Tensor, steps: int,
+              rand_init: bool, momentum: float | None, early_stop: bool,
+              gen: torch.Generator) -> torch.Tensor:
+    """The shared sign-gradient loop; returns adversarial examples in [0,1].
+
+    ``eps`` and ``step_size`` may be per-example tensors (shape N,1,1,1) for L-inf without
+    random start or early stopping (HGD's training set draws one eps per image).
+    """
     x = x.detach()
     delta = random_start(x, norm, eps, gen) if rand_init else torch.zeros_like(x)
     x_adv = (x + delta).clamp(0, 1)

@@ -1,16 +1,32 @@
-"""Defenses: the purifier interface, BPDA/EOT, and a factory from params."""
+"""Defenses: the purifier interface, BPDA/EOT, baselines, trained purifiers, a factory from params."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
+from repurify.defenses.advae import train_advae
 from repurify.defenses.base import EOT, DefendedModel, Identity, Purifier, bpda, nondifferentiable
 from repurify.defenses.baselines import BitDepth, Jpeg, MedianFilter
+from repurify.defenses.checkpoint import load_defense, save_defense
+from repurify.defenses.hgd import train_hgd
 
-__all__ = ["EOT", "DefendedModel", "Identity", "Purifier", "bpda", "build_purifier",
-           "nondifferentiable"]
+__all__ = ["EOT", "TRAINERS", "DefendedModel", "Identity", "Purifier", "bpda", "build_purifier",
+           "load_defense", "nondifferentiable", "save_defense"]
+
+TRAINERS = {"hgd": train_hgd, "advae": train_advae}  # kind -> trainer(spec, x, y, classifiers, ...)
 
 
-def build_purifier(spec) -> Purifier:
-    """Instantiate the purifier a ``profiles.<p>.defenses.<name>`` entry describes."""
+def build_purifier(spec: Any, checkpoint: str | Path | None = None, name: str = "",
+                   image_shape: tuple[int, ...] = ()) -> Purifier:
+    """Instantiate the purifier a ``profiles.<p>.defenses.<name>`` entry describes.
+
+    Trained kinds are loaded from ``checkpoint`` and checked against ``spec``.
+    """
+    if spec.kind in TRAINERS:
+        if checkpoint is None:
+            raise ValueError(f"defense kind {spec.kind!r} is trained: give its checkpoint")
+        return load_defense(checkpoint, spec, name, image_shape)
     if spec.kind == "none":
         return Identity()
     if spec.kind == "jpeg":

@@ -1,0 +1,53 @@
+"""Trained purifiers on disk: weights plus the params that built them.
+
+Loading compares the recorded defense params with the current ones, so a
+checkpoint is never evaluated under params it was not trained with.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from repurify.defenses.advae import build_autoencoder
+from repurify.defenses.base import Purifier
+from repurify.defenses.hgd import build_denoiser
+from repurify.errors import CheckpointError
+from repurify.io import load_torch, save_torch
+
+FORMAT_VERSION = 1
+BUILDERS = {"hgd": build_denoiser, "advae": build_autoencoder}
+
+
+def save_defense(path: str | Path, purifier: Purifier, spec: Any, meta: dict[str, Any]) -> None:
+    """Save the weights with ``spec`` (the defense's params) and ``meta`` (image shape, ...)."""
+    save_torch(path, {"format_version": FORMAT_VERSION, "spec": spec.model_dump(mode="json"), **meta,
+                      "state_dict": {k: v.detach().cpu() for k, v in purifier.state_dict().items()}})
+
+
+def _differences(saved: Any, current: Any, prefix: str = "") -> list[str]:
+    if isinstance(saved, dict) and isinstance(current, dict):
+        return [d for k in sorted(saved.keys() | current.keys())
+                for d in _differences(saved.get(k), current.get(k), f"{prefix}{k}.")]
+    return [] if saved == current else [f"{prefix[:-1]}: trained with {saved!r}, params say {current!r}"]
+
+
+def load_defense(path: str | Path, spec: Any, name: str, image_shape: tuple[int, ...]) -> Purifier:
+    """Rebuild the purifier ``defenses.<name>`` describes; fail clearly on any mismatch."""
+    stage = f"train_defense_{name}"
+    blob = load_torch(path, produced_by=stage)
+    if not isinstance(blob, dict) or not {"format_version", "spec", "image_shape",
+                                          "state_dict"} <= blob.keys():
+        raise CheckpointError(f"{path}: not a repurify defense checkpoint; rerun the `{stage}` stage")
+    diffs = _differences(blob["spec"], spec.model_dump(mode="json"))
+    if list(blob["image_shape"]) != list(image_shape):
+        diffs.append(f"image_shape: trained with {blob['image_shape']}, data has {list(image_shape)}")
+    if diffs:
+        raise CheckpointError(f"{path} does not match params defenses.{name}:\n  " + "\n  ".join(diffs)
+                              + f"\nrerun the `{stage}` stage (dvc repro / snakemake) to retrain it")
+    purifier = BUILDERS[spec.kind](spec, image_shape[0])
+    try:
+        purifier.load_state_dict(blob["state_dict"])
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: weights do not fit defenses.{name}: {str(exc)[:300]}") from None
+    return purifier.eval()

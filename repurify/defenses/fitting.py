@@ -1,0 +1,94 @@
+"""The training loop the trained defenses share.
+
+Adam; the learning rate is multiplied by ``lr_decay`` when the validation loss
+has not improved for ``plateau_patience`` epochs (HGD: 1e-3 -> 1e-4 "when the
+loss converges"; AdvAE: halve after 4 epochs); optional early stopping; the
+weights with the lowest validation loss are restored at the end.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from repurify.params import DefenseTraining
+
+Batch = tuple[torch.Tensor, ...]
+LossFn = Callable[[Batch], torch.Tensor]  # mean loss of one batch (with a graph when training)
+
+
+@dataclass
+class FitHistory:
+    """Per-epoch losses and learning rates, and the restored (best) epoch."""
+
+    train_loss: list[float] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    lr: list[float] = field(default_factory=list)
+    best_epoch: int = -1
+    stopped_early: bool = False
+
+    @property
+    def best_val_loss(self) -> float:
+        return self.val_loss[self.best_epoch]
+
+
+def split_validation(n: int, fraction: float, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random (train, validation) index split holding out ``ceil(fraction * n)`` items."""
+    order = torch.randperm(n, generator=gen)
+    n_val = min(n - 1, max(1, math.ceil(fraction * n)))
+    return order[n_val:], order[:n_val]
+
+
+def _batches(data: Batch, batch_size: int, order: torch.Tensor, device: torch.device):
+    for i in range(0, len(order), batch_size):
+        idx = order[i:i + batch_size]
+        yield tuple(t[idx].to(device) for t in data)
+
+
+def fit(model: nn.Module, train: Batch, val: Batch, train_loss: LossFn, val_loss: LossFn,
+        cfg: DefenseTraining, *, device: torch.device, gen: torch.Generator,
+        desc: str) -> FitHistory:
+    """Minimise ``train_loss`` over ``train`` (tensors indexed together); select on ``val_loss``."""
+    model.to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        opt, mode="min", factor=cfg.lr_decay, patience=cfg.plateau_patience, min_lr=cfg.min_lr)
+    hist, best_state, since_best = FitHistory(), copy.deepcopy(model.state_dict()), 0
+    bar = tqdm(range(cfg.epochs), desc=desc, unit="epoch", disable=None, leave=False)
+    for epoch in bar:
+        model.train()
+        total, count = 0.0, 0
+        for batch in _batches(train, cfg.batch_size, torch.randperm(len(train[0]), generator=gen),
+                              device):
+            loss = train_loss(batch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(batch[0])
+            count += len(batch[0])
+        model.eval()
+        v_total = sum(val_loss(b).item() * len(b[0])
+                      for b in _batches(val, cfg.batch_size, torch.arange(len(val[0])), device))
+        hist.train_loss.append(total / count)
+        hist.val_loss.append(v_total / len(val[0]))
+        hist.lr.append(opt.param_groups[0]["lr"])
+        sched.step(hist.val_loss[-1])
+        if hist.best_epoch < 0 or hist.val_loss[-1] < hist.best_val_loss:
+            hist.best_epoch, since_best = epoch, 0
+            best_state = copy.deepcopy(model.state_dict())
+        else:
+            since_best += 1
+        tqdm.write(f"{desc}: epoch {epoch + 1}/{cfg.epochs} train loss {hist.train_loss[-1]:.4f} "
+                   f"val loss {hist.val_loss[-1]:.4f} lr {hist.lr[-1]:.0e}"
+                   + (" (best)" if since_best == 0 else ""))
+        if cfg.early_stop_patience is not None and since_best >= cfg.early_stop_patience:
+            hist.stopped_early = True
+            break
+    model.load_state_dict(best_state)
+    return hist
