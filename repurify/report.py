@@ -27,9 +27,21 @@ def _pct(v: float | None) -> str:
     return "" if v is None else f"{100 * v:.1f}"
 
 
+def _trained_lines(trained: dict[str, dict[str, Any]]) -> list[str]:
+    lines = ["", "## Trained defenses", "",
+             "| defense | variant | training examples | epochs run | restored epoch | "
+             "best validation loss | clean accuracy (all test images) |", "|---" * 7 + "|"]
+    for name, t in trained.items():
+        variant = ", ".join(f"{k}={t['spec'][k]}" for k in ("architecture", "loss", "guide",
+                                                             "classifiers", "lam") if k in t["spec"])
+        lines.append(f"| {name} | {variant} | {t['train_examples']} | {t['epochs_run']} | "
+                     f"{t['best_epoch'] + 1} | {t['best_val_loss']:.4f} | {_pct(t['clean_accuracy'])} |")
+    return lines
+
+
 def render_markdown(profile: str, description: str, classifiers: dict[str, Any],
-                    rows: list[dict[str, Any]]) -> str:
-    """Markdown: classifier accuracies, then per defense a table attack x threat model."""
+                    rows: list[dict[str, Any]], trained: dict[str, dict[str, Any]]) -> str:
+    """Markdown: classifiers, trained defenses, then per defense a table attack x threat model."""
     columns = ["oblivious", "blackbox (transfer)", "blackbox (papernot)", "whitebox"]
     lines = [f"# repurify report: `{profile}`", "", description, "",
              "Accuracies in %, on the evaluated test images (n per row in summary.json). "
@@ -40,6 +52,8 @@ def render_markdown(profile: str, description: str, classifiers: dict[str, Any],
              "## Classifiers", "", "| role | architecture | clean accuracy |", "|---|---|---|"]
     for role, c in classifiers.items():
         lines.append(f"| {role} | {c['arch']} | {_pct(c['clean_accuracy'])} |")
+    if trained:
+        lines += _trained_lines(trained)
     for defense in dict.fromkeys(r["defense"] for r in rows):
         mine = [r for r in rows if r["defense"] == defense]
         clean = next(r["accuracy"] for r in mine if r["attack"] == "clean")

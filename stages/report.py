@@ -30,12 +30,14 @@ def report(params: Params, args: argparse.Namespace) -> None:
     classifiers = _read(paths.path(paths.CLASSIFIER_METRICS, profile), "train_classifier")
     evaluations = {d: _read(paths.path(paths.EVALUATION, profile, defense=d), f"evaluate_{d}")
                    for d in paths.DEFENSES}
+    trained = {d: _read(paths.path(paths.DEFENSE_METRICS, profile, defense=d), f"train_defense_{d}")
+               for d in paths.TRAINED_DEFENSES}
     with stage_run("report", params):
         rows = summary_rows(evaluations)
-        write_json(paths.path(paths.SUMMARY, profile),
-                   {"profile": profile, "classifiers": classifiers, "rows": rows})
+        write_json(paths.path(paths.SUMMARY, profile), {"profile": profile, "classifiers": classifiers,
+                                                        "trained_defenses": trained, "rows": rows})
         write_text(paths.path(paths.REPORT, profile),
-                   render_markdown(profile, params.active.description, classifiers, rows))
+                   render_markdown(profile, params.active.description, classifiers, rows, trained))
         print(f"report: {paths.path(paths.REPORT, profile)} ({len(rows)} rows)")
 
 

@@ -39,7 +39,8 @@ def train_defense(params: Params, args: argparse.Namespace) -> None:
             "classifiers": {r: getattr(prof.classifiers, r).model_dump(mode="json")
                             for r in paths.ROLES}})
         write_json(paths.path(paths.DEFENSE_METRICS, profile, defense=name), {
-            "defense": name, "kind": spec.kind, "clean_accuracy": clean, "n_test": len(s.y_test),
+            "defense": name, "kind": spec.kind, "spec": spec.model_dump(mode="json"),
+            "clean_accuracy": clean, "n_test": len(s.y_test),
             "epochs_run": len(hist.val_loss), "best_epoch": hist.best_epoch,
             "best_val_loss": hist.best_val_loss, "stopped_early": hist.stopped_early,
             "history": {"train_loss": hist.train_loss, "val_loss": hist.val_loss, "lr": hist.lr},

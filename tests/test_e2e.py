@@ -100,7 +100,9 @@ def test_dvc_repro_runs_smoke(dvc_run: tuple[Path, dict, str]) -> None:
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     assert sorted(r.data.tags["stage"] for r in parents) == sorted(STAGES)
     assert {(r.data.tags["engine"], r.data.tags["profile"]) for r in runs} == {("dvc", "smoke")}
-    assert sorted(r.data.tags["defense"] for r in parents if "defense" in r.data.tags) == sorted(DEFENSES)
+    tagged = [(r.data.tags["stage"], r.data.tags["defense"]) for r in parents if "defense" in r.data.tags]
+    assert sorted(tagged) == sorted([*(("evaluate", d) for d in DEFENSES),
+                                     *(("train_defense", d) for d in TRAINED)])
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     rows = sum(len(json.loads((repo / f"metrics/smoke/eval/{d}.json").read_text())["results"])
                for d in DEFENSES)
@@ -121,6 +123,9 @@ def test_engines_agree_and_runs_are_deterministic(dvc_run: tuple[Path, dict, str
                                                   snakemake_run: tuple[Path, dict]) -> None:
     """Same params and seed -> same metrics, whichever engine ran them."""
     assert dvc_run[1] == snakemake_run[1]
+    for d in TRAINED:  # byte-identical checkpoints
+        assert ((dvc_run[0] / f"data/smoke/defenses/{d}.pt").read_bytes()
+                == (snakemake_run[0] / f"data/smoke/defenses/{d}.pt").read_bytes())
     dvc_manifest = json.loads((dvc_run[0] / "data/smoke/manifest.json").read_text())
     smk_manifest = json.loads((snakemake_run[0] / "data/smoke/manifest.json").read_text())
     assert dvc_manifest == smk_manifest

@@ -72,7 +72,14 @@ def test_report_tables() -> None:
     assert rows[0] == {"defense": "none", "attack": "clean", "threat_model": "none",
                        "accuracy": 0.9, "n": 10}
     assert len(rows) == 6
-    md = render_markdown("p", "desc", {"target": {"arch": "a", "clean_accuracy": 0.99}}, rows)
+    trained = {"advae": {"spec": {"kind": "advae", "architecture": "conv_ae", "lam": 0.0,
+                                  "classifiers": ["target"]},
+                         "train_examples": 90, "epochs_run": 12, "best_epoch": 1,
+                         "best_val_loss": 0.25, "clean_accuracy": 0.97}}
+    md = render_markdown("p", "desc", {"target": {"arch": "a", "clean_accuracy": 0.99}}, rows,
+                         trained)
+    assert ("| advae | architecture=conv_ae, classifiers=['target'], lam=0.0 | 90 | 12 | 2 | "
+            "0.2500 | 97.0 |") in md
     assert "## Defense `none` (clean 90.0)" in md
     assert "| pgd | 50.0 | 60.0 | 70.0 | 5.0 |" in md
     assert "| autoattack |  |  |  | 0.0 |" in md

@@ -148,7 +148,8 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         name="report",
         code=("repurify/report.py",),
-        deps=(paths.CLASSIFIER_METRICS, paths.ATTACK_METRICS, *EVALUATIONS),
+        deps=(paths.CLASSIFIER_METRICS, paths.ATTACK_METRICS, *EVALUATIONS,
+              *(paths.DEFENSE_METRICS.replace("{defense}", d) for d in paths.TRAINED_DEFENSES)),
         params=("description",),
         outs=(),
         uncached=(paths.REPORT, paths.SUMMARY),
