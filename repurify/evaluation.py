@@ -38,6 +38,11 @@ class EvalData:
     num_classes: int
 
 
+def agreement(pred: torch.Tensor, truth: torch.Tensor) -> float:
+    """Fraction of equal labels (computed in float64, so 3/10 is 0.3)."""
+    return (pred == truth.to(pred.device)).double().mean().item()
+
+
 def predict(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
     with torch.no_grad():
         return torch.cat([model(x[i:i + batch_size]).argmax(1).cpu()
@@ -48,9 +53,9 @@ def _row(name: str, spec: Any, threat: str, pred: torch.Tensor, y: torch.Tensor,
          targets: torch.Tensor | None, **extra: Any) -> dict[str, Any]:
     row = {"attack": name, "kind": spec.kind, "threat_model": threat,
            "eps": getattr(spec, "eps", None), "norm": spec.norm, "targeted": spec.targeted,
-           "accuracy": float((pred == y).float().mean()), "n": len(y), **extra}
+           "accuracy": agreement(pred, y), "n": len(y), **extra}
     if targets is not None:
-        row["target_hit_rate"] = float((pred == targets.cpu()).float().mean())
+        row["target_hit_rate"] = agreement(pred, targets.cpu())
     return row
 
 
@@ -68,7 +73,7 @@ def evaluate_defense(defended: DefendedModel, profile: ProfileParams, data: Eval
     defended = defended.to(device).eval()
     x, y = data.x.to(device), data.y
     rows: list[dict[str, Any]] = []
-    clean = float((predict(defended, x, ev.batch_size) == y).float().mean())
+    clean = agreement(predict(defended, x, ev.batch_size), y)
 
     for threat, role in (("oblivious", "target"), ("blackbox", "substitute")):
         for name, spec in _attacks(profile, threat):
@@ -80,19 +85,30 @@ def evaluate_defense(defended: DefendedModel, profile: ProfileParams, data: Eval
 
     rows += _papernot_rows(defended, profile, data, seed=seed, device=device)
 
-    attacked: nn.Module = EOT(defended, ev.eot_samples) if defended.randomized else defended
-    whitebox = list(_attacks(profile, "whitebox"))
-    for name, spec in tqdm(whitebox, desc="white-box", disable=None, leave=False):
-        n = min(len(y), spec.n or len(y))
-        with bpda(True):
-            adv, targets = run_attack(spec, attacked, x[:n], y[:n].to(device),
-                                      num_classes=data.num_classes, batch_size=ev.batch_size,
-                                      seed=seed, early_stop=not defended.randomized)
-        rows.append(_row(name, spec, "whitebox", predict(defended, adv, ev.batch_size), y[:n],
-                         targets, bpda=not defended.purifier.differentiable,
-                         eot_samples=ev.eot_samples if defended.randomized else 1))
+    rows += whitebox_rows(defended, list(_attacks(profile, "whitebox")), x, y,
+                          num_classes=data.num_classes, batch_size=ev.batch_size,
+                          eot_samples=ev.eot_samples, seed=seed)
     return {"clean_accuracy": clean, "n": len(y), "randomized": defended.randomized,
             "differentiable": defended.purifier.differentiable, "results": rows}
+
+
+def whitebox_rows(defended: DefendedModel, specs: list[tuple[str, Any]], x: torch.Tensor,
+                  y: torch.Tensor, *, num_classes: int, batch_size: int, eot_samples: int,
+                  seed: int) -> list[dict[str, Any]]:
+    """Adaptive attacks on purifier + classifier: BPDA at non-differentiable layers, EOT over
+    the randomness of randomized purifiers. ``x`` is on the model's device, ``y`` on the CPU."""
+    attacked: nn.Module = EOT(defended, eot_samples) if defended.randomized else defended
+    rows = []
+    for name, spec in tqdm(specs, desc="white-box", disable=None, leave=False):
+        n = min(len(y), spec.n or len(y))
+        with bpda(True):
+            adv, targets = run_attack(spec, attacked, x[:n], y[:n].to(x.device),
+                                      num_classes=num_classes, batch_size=batch_size, seed=seed,
+                                      early_stop=not defended.randomized)
+        rows.append(_row(name, spec, "whitebox", predict(defended, adv, batch_size), y[:n],
+                         targets, bpda=not defended.purifier.differentiable,
+                         eot_samples=eot_samples if defended.randomized else 1))
+    return rows
 
 
 def _papernot_rows(defended: DefendedModel, profile: ProfileParams, data: EvalData, *, seed: int,

@@ -288,8 +288,29 @@ DefenseSpec = Annotated[NoneSpec | JpegSpec | BitDepthSpec | MedianSpec | HgdSpe
                         Field(discriminator="kind")]
 
 
+class TransferEntry(_Strict):
+    """Train a defense slot's variant on some classifiers, attack it on others (white-box)."""
+
+    defense: Literal["hgd", "advae"]
+    trained_on: list[str] = Field(min_length=1)  # AdvAE: the Eq. 8 ensemble; HGD: the guide
+    evaluated_on: list[str] = Field(min_length=1)
+    training: DefenseTraining | None = None  # overrides the slot's training settings
+
+
+class TransferParams(_Strict):
+    """Model transfer of trained defenses (AdvAE Table 3, HGD Table 4)."""
+
+    zoo: dict[str, ClassifierParams] = {}  # extra classifiers beside target and substitute
+    grid: list[TransferEntry] = []
+    attacks: list[str] = []  # keys of attacks, run white-box on each (defense, classifier) pair
+    n: int = Field(default=100, gt=0)  # test images per pair
+
+    def names(self) -> list[str]:
+        return ["target", "substitute", *self.zoo]
+
+
 class ProfileParams(_Strict):
-    """One dataset setting: data, classifiers, attacks, defenses and evaluation."""
+    """One dataset setting: data, classifiers, attacks, defenses, evaluation and transfer."""
 
     description: str
     data: DataParams
@@ -297,6 +318,7 @@ class ProfileParams(_Strict):
     attacks: dict[str, AttackSpec]
     evaluation: EvaluationParams
     defenses: dict[str, DefenseSpec]
+    transfer: TransferParams = TransferParams()
 
     @model_validator(mode="after")
     def _cross_refs(self) -> ProfileParams:
@@ -312,6 +334,18 @@ class ProfileParams(_Strict):
         unknown = [a for a in self.evaluation.papernot.attacks if a not in self.attacks]
         if unknown:
             raise ValueError(f"evaluation.papernot.attacks: {unknown} are not keys of attacks")
+        tr = self.transfer
+        if unknown := [a for a in tr.attacks if a not in self.attacks]:
+            raise ValueError(f"transfer.attacks: {unknown} are not keys of attacks")
+        if clash := [z for z in tr.zoo if z in ("target", "substitute")]:
+            raise ValueError(f"transfer.zoo: {clash} would shadow a classifier role; rename it")
+        for i, entry in enumerate(tr.grid):
+            for key in ("trained_on", "evaluated_on"):
+                if unknown := [c for c in getattr(entry, key) if c not in tr.names()]:
+                    raise ValueError(f"transfer.grid.{i}.{key}: {unknown} are not classifiers; "
+                                     f"choose from {tr.names()}")
+            if entry.defense == "hgd" and len(entry.trained_on) != 1:
+                raise ValueError(f"transfer.grid.{i}.trained_on: HGD is guided by one classifier")
         return self
 
 

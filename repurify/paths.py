@@ -15,6 +15,8 @@ ATTACK_METRICS = "metrics/{profile}/attacks.json"
 DEFENSE = "data/{profile}/defenses/{defense}.pt"  # a trained purifier
 DEFENSE_METRICS = "metrics/{profile}/defenses/{defense}.json"
 EVALUATION = "metrics/{profile}/eval/{defense}.json"
+TRANSFER = "data/{profile}/transfer"  # folder: zoo classifiers and the grid's defense variants
+TRANSFER_METRICS = "metrics/{profile}/transfer.json"
 REPORT = "reports/{profile}/report.md"
 SUMMARY = "reports/{profile}/summary.json"
 

@@ -39,9 +39,30 @@ def _trained_lines(trained: dict[str, dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _transfer_lines(transfer: dict[str, Any]) -> list[str]:
+    """One table per defense: attacks x "trained on / evaluated on" (AdvAE Table 3 layout)."""
+    lines = ["", "## Model transfer (white-box)", "",
+             "*X/A*: trained with classifier X (an ensemble {X,A,B}: Eq. 8; HGD: guided by X), "
+             "placed in front of classifier A and attacked through both."]
+    if transfer["zoo"]:
+        lines += ["", "| zoo classifier | architecture | clean accuracy |", "|---|---|---|"]
+        lines += [f"| {k} | {z['arch']} | {_pct(z['clean_accuracy'])} |" for k, z in transfer["zoo"].items()]
+    for defense in dict.fromkeys(r["defense"] for r in transfer["rows"]):
+        mine = [r for r in transfer["rows"] if r["defense"] == defense]
+        columns = list(dict.fromkeys(r["column"] for r in mine))
+        lines += ["", f"### `{defense}`", "", "| attack | " + " | ".join(columns) + " |",
+                  "|---" * (len(columns) + 1) + "|"]
+        for attack in dict.fromkeys(r["attack"] for r in mine):
+            cells = {r["column"]: r["accuracy"] for r in mine if r["attack"] == attack}
+            lines.append(f"| {attack} | " + " | ".join(_pct(cells.get(c)) for c in columns) + " |")
+    return lines
+
+
 def render_markdown(profile: str, description: str, classifiers: dict[str, Any],
-                    rows: list[dict[str, Any]], trained: dict[str, dict[str, Any]]) -> str:
-    """Markdown: classifiers, trained defenses, then per defense a table attack x threat model."""
+                    rows: list[dict[str, Any]], trained: dict[str, dict[str, Any]],
+                    transfer: dict[str, Any] | None = None) -> str:
+    """Markdown: classifiers, trained defenses, per defense a table attack x threat model, then
+    the model-transfer grid."""
     columns = ["oblivious", "blackbox (transfer)", "blackbox (papernot)", "whitebox"]
     lines = [f"# repurify report: `{profile}`", "", description, "",
              "Accuracies in %, on the evaluated test images (n per row in summary.json). "
@@ -62,4 +83,6 @@ def render_markdown(profile: str, description: str, classifiers: dict[str, Any],
         for attack in dict.fromkeys(r["attack"] for r in mine if r["attack"] != "clean"):
             cells = {(_column(r)): r["accuracy"] for r in mine if r["attack"] == attack}
             lines.append(f"| {attack} | " + " | ".join(_pct(cells.get(c)) for c in columns) + " |")
+    if transfer and transfer["rows"]:
+        lines += _transfer_lines(transfer)
     return "\n".join(lines) + "\n"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import re
 import subprocess
 import sys
 import time
@@ -82,6 +83,8 @@ class StageRun:
     children: list[tuple[str, dict[str, str], dict[str, float]]] = field(default_factory=list)
 
     def log_metric(self, key: str, value: float, step: int = 0) -> None:
+        """Record a metric; characters MLflow refuses in names (``{``, ``,``...) become ``_``."""
+        key = re.sub(r"[^\w\-. :/]", "_", key)
         self.metrics.append((key, float(value), int(time.time() * 1000), step))
 
     def log_metrics(self, values: dict[str, float], step: int = 0) -> None:

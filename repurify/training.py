@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -96,3 +97,21 @@ def train_classifier(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: Cl
         bar.set_postfix(loss=f"{hist.loss[-1]:.3f}", acc=f"{hist.accuracy[-1]:.3f}")
     model.eval()
     return hist
+
+
+def fit_classifier(cfg: ClassifierParams, ds, device: torch.device, seed: int,
+                   name: str) -> tuple[nn.Module, History, dict[str, Any]]:
+    """Build ``cfg.arch`` for dataset ``ds``, train it (seed + ``cfg.seed_offset``), test it.
+
+    Returns the model, its history and the checkpoint metadata (with ``clean_accuracy``)."""
+    from repurify.models import build_classifier
+    from repurify.runtime import seed_everything
+
+    gen = seed_everything(seed + cfg.seed_offset)
+    model = build_classifier(cfg.arch, ds.image_shape, ds.num_classes, ds.mean, ds.std)
+    s = ds.split
+    hist = train_classifier(model, s.x_train, s.y_train, cfg, device, gen, desc=f"{name} ({cfg.arch})")
+    meta = {"arch": cfg.arch, "image_shape": list(ds.image_shape), "num_classes": ds.num_classes,
+            "mean": list(ds.mean), "std": list(ds.std), "role": name,
+            "params": cfg.model_dump(mode="json")}
+    return model, hist, {**meta, "clean_accuracy": accuracy(model, s.x_test, s.y_test, device)}

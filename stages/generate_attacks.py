@@ -13,7 +13,7 @@ from repurify import paths
 from repurify.attacks import run_attack
 from repurify.attacks.base import perturbation_norm
 from repurify.data import load_dataset
-from repurify.evaluation import load_eval_data, predict
+from repurify.evaluation import agreement, load_eval_data, predict
 from repurify.io import save_torch, write_json
 from repurify.models import load_classifier
 from repurify.params import Params
@@ -48,7 +48,7 @@ def generate_attacks(params: Params, args: argparse.Namespace) -> None:
                 adversarial[name] = adv.cpu()
                 if tgt is not None:
                     targets[name] = tgt.cpu()
-                acc = float((predict(model, adv, prof.evaluation.batch_size) == y).float().mean())
+                acc = agreement(predict(model, adv, prof.evaluation.batch_size), y)
                 dist = perturbation_norm(x, adv, spec.norm)
                 report[role][name] = {"accuracy": acc, "n": n, "norm": spec.norm,
                                       "mean_perturbation": float(dist.mean()),

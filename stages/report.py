@@ -32,12 +32,15 @@ def report(params: Params, args: argparse.Namespace) -> None:
                    for d in paths.DEFENSES}
     trained = {d: _read(paths.path(paths.DEFENSE_METRICS, profile, defense=d), f"train_defense_{d}")
                for d in paths.TRAINED_DEFENSES}
+    transfer = _read(paths.path(paths.TRANSFER_METRICS, profile), "transfer")
     with stage_run("report", params):
         rows = summary_rows(evaluations)
         write_json(paths.path(paths.SUMMARY, profile), {"profile": profile, "classifiers": classifiers,
-                                                        "trained_defenses": trained, "rows": rows})
+                                                        "trained_defenses": trained, "rows": rows,
+                                                        "transfer": transfer})
         write_text(paths.path(paths.REPORT, profile),
-                   render_markdown(profile, params.active.description, classifiers, rows, trained))
+                   render_markdown(profile, params.active.description, classifiers, rows, trained,
+                                   transfer))
         print(f"report: {paths.path(paths.REPORT, profile)} ({len(rows)} rows)")
 
 

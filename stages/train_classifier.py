@@ -8,12 +8,11 @@ import sys
 from repurify import paths
 from repurify.data import load_dataset
 from repurify.io import write_json
-from repurify.models import build_classifier
 from repurify.models.classifier import save_classifier
 from repurify.params import Params
-from repurify.runtime import resolve_device, seed_everything
+from repurify.runtime import resolve_device
 from repurify.tracking import stage_run
-from repurify.training import accuracy, train_classifier
+from repurify.training import fit_classifier
 from stages._cli import run_stage
 
 
@@ -21,24 +20,17 @@ def train_classifiers(params: Params, args: argparse.Namespace) -> None:
     profile = params.profile
     device = resolve_device(args.device)
     ds = load_dataset(paths.path(paths.DATASET, profile))  # fails before any training
-    s = ds.split
     report: dict[str, dict] = {}
     with stage_run("train_classifier", params) as run:
         for role in paths.ROLES:
             cfg = getattr(params.active.classifiers, role)
-            gen = seed_everything(params.seed + cfg.seed_offset)
-            model = build_classifier(cfg.arch, ds.image_shape, ds.num_classes, ds.mean, ds.std)
-            hist = train_classifier(model, s.x_train, s.y_train, cfg, device, gen,
-                                    desc=f"{role} ({cfg.arch})")
-            acc = accuracy(model, s.x_test, s.y_test, device)
-            save_classifier(paths.path(paths.CLASSIFIER, profile, role=role), model.cpu(), {
-                "arch": cfg.arch, "image_shape": list(ds.image_shape),
-                "num_classes": ds.num_classes, "mean": list(ds.mean), "std": list(ds.std),
-                "profile": profile, "role": role, "params": cfg.model_dump(mode="json"),
-            })
+            model, hist, meta = fit_classifier(cfg, ds, device, params.seed, role)
+            acc = meta.pop("clean_accuracy")
+            save_classifier(paths.path(paths.CLASSIFIER, profile, role=role), model.cpu(),
+                            {**meta, "profile": profile})
             report[role] = {"arch": cfg.arch, "clean_accuracy": acc,
                             "train_accuracy": hist.accuracy[-1], "train_loss": hist.loss[-1],
-                            "epochs": cfg.epochs, "n_test": len(s.y_test)}
+                            "epochs": cfg.epochs, "n_test": len(ds.split.y_test)}
             for epoch, (loss, tr_acc) in enumerate(zip(hist.loss, hist.accuracy, strict=True)):
                 run.log_metrics({f"{role}.train_loss": loss, f"{role}.train_accuracy": tr_acc},
                                 step=epoch)

@@ -28,11 +28,10 @@ def train_defense(params: Params, args: argparse.Namespace) -> None:
                                 expect={"arch": getattr(prof.classifiers, role).arch})
         classifiers[role] = model.requires_grad_(False)
     s = ds.split
-    limit = spec.training.train_limit
-    x, y = to_unit(s.x_train[:limit]), s.y_train[:limit]
     gen = seed_everything(params.seed)
     with stage_run("train_defense", params, defense=name) as run:
-        purifier, hist, info = TRAINERS[spec.kind](spec, x, y, classifiers, device=device, gen=gen)
+        purifier, hist, info = TRAINERS[spec.kind](spec, to_unit(s.x_train), s.y_train, classifiers,
+                                                   device=device, gen=gen)
         clean = accuracy(DefendedModel(purifier, classifiers["target"]), s.x_test, s.y_test, device)
         save_defense(paths.path(paths.DEFENSE, profile, defense=name), purifier.cpu(), spec, {
             "image_shape": list(ds.image_shape), "profile": profile, "defense": name,

@@ -74,7 +74,7 @@ def test_each_stage_depends_on_its_own_source(views: tuple[dict, dict]) -> None:
 
 def test_every_profile_keeps_its_own_outputs() -> None:
     for st in STAGES:
-        for path in (*st.outs, *st.metrics):
+        for path in (*st.outs, *st.out_dirs, *st.uncached, *st.metrics):
             assert "{profile}" in path, path
 
 

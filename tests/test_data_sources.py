@@ -10,7 +10,7 @@ import pickle
 import struct
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,14 +31,7 @@ from repurify.data.sources import _ensure
 from repurify.data.store import FORMAT_VERSION, channel_stats
 from repurify.errors import CheckpointError, DataUnavailableError
 from repurify.params import DataParams
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _few_threads() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(before)
+from tests.checks import assert_refuses_bad_files
 
 
 def params(name: str, root: Path | None, image_size: int, channels: int, **kw: Any) -> DataParams:
@@ -571,17 +564,7 @@ def test_dataset_truncated_or_garbage_file(tmp_path: Path) -> None:
     path = tmp_path / "dataset.pt"
     save_dataset(path, _tiny_split(), "toy")
     path.write_bytes(path.read_bytes()[:100])
-    with pytest.raises(CheckpointError, match="cannot be loaded") as err:
-        load_dataset(path)
-    assert str(path) in str(err.value) and "fetch_data" in str(err.value)
-    junk = tmp_path / "junk.pt"
-    junk.write_bytes(b"definitely not a torch file")
-    with pytest.raises(CheckpointError) as err:
-        load_dataset(junk)
-    assert str(junk) in str(err.value)
-    with pytest.raises(CheckpointError, match="not found") as err:
-        load_dataset(tmp_path / "absent.pt")
-    assert str(tmp_path / "absent.pt") in str(err.value)
+    assert_refuses_bad_files(load_dataset, path, "fetch_data")
 
 
 def test_dataset_wrong_structure_or_version(tmp_path: Path) -> None:

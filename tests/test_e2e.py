@@ -16,14 +16,16 @@ pytestmark = pytest.mark.slow
 DEFENSES = ("none", "jpeg", "bit_depth", "median_filter", "hgd", "advae")
 TRAINED = ("hgd", "advae")
 STAGES = ["fetch_data", "train_classifier", "generate_attacks", *(["train_defense"] * len(TRAINED)),
-          *(["evaluate"] * len(DEFENSES)), "report"]
+          *(["evaluate"] * len(DEFENSES)), "transfer", "report"]
 OUTPUTS = ("data/smoke/dataset.pt", "data/smoke/manifest.json", "data/smoke/models/target.pt",
            "data/smoke/models/substitute.pt", "metrics/smoke/classifier.json",
            "data/smoke/attacks/target.pt", "data/smoke/attacks/substitute.pt",
            "metrics/smoke/attacks.json", "reports/smoke/report.md", "reports/smoke/summary.json",
            *(f"metrics/smoke/eval/{d}.json" for d in DEFENSES),
            *(f"data/smoke/defenses/{d}.pt" for d in TRAINED),
-           *(f"metrics/smoke/defenses/{d}.json" for d in TRAINED))
+           *(f"metrics/smoke/defenses/{d}.json" for d in TRAINED),
+           "data/smoke/transfer/zoo_D.pt", "data/smoke/transfer/0_advae.pt",
+           "data/smoke/transfer/1_hgd.pt", "metrics/smoke/transfer.json")
 
 
 def _sh(cwd: Path, *cmd: str, env: dict[str, str] | None = None) -> str:
@@ -58,7 +60,11 @@ def _check_outputs(repo: Path) -> dict:
         assert trained["kind"] == d and trained["epochs_run"] == 2
         assert trained["best_val_loss"] == min(trained["history"]["val_loss"])
         metrics[f"defenses/{d}"] = trained
+    transfer = json.loads((repo / "metrics/smoke/transfer.json").read_text())
+    assert {r["column"] for r in transfer["rows"]} == {"{target,substitute}/D", "substitute/target"}
+    metrics["transfer"] = transfer
     report = (repo / "reports/smoke/report.md").read_text()
+    assert "## Model transfer (white-box)" in report
     assert all(f"## Defense `{d}`" in report for d in DEFENSES)
     assert not list(repo.rglob("*.tmp")), "half-written temporary files left behind"
     return metrics

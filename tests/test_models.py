@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,15 +18,7 @@ from repurify.models import (
     load_classifier,
     save_classifier,
 )
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _few_threads() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(before)
-
+from tests.checks import assert_refuses_bad_files
 
 # (arch, in_channels, image_size, num_classes): the shapes the profiles use
 CASES = [
@@ -146,17 +137,7 @@ def test_corrupt_checkpoint_names_file(tmp_path: Path) -> None:
     path = tmp_path / "target.pt"
     save_classifier(path, clf, meta)
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-    with pytest.raises(CheckpointError, match="cannot be loaded") as err:
-        load_classifier(path)
-    assert str(path) in str(err.value) and "train_classifier" in str(err.value)
-    junk = tmp_path / "junk.pt"
-    junk.write_bytes(b"\x00garbage\xff" * 10)
-    with pytest.raises(CheckpointError) as err:
-        load_classifier(junk)
-    assert str(junk) in str(err.value)
-    with pytest.raises(CheckpointError, match="not found") as err:
-        load_classifier(tmp_path / "absent.pt")
-    assert str(tmp_path / "absent.pt") in str(err.value)
+    assert_refuses_bad_files(load_classifier, path, "train_classifier")
 
 
 def test_not_a_classifier_checkpoint(tmp_path: Path) -> None:

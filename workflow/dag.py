@@ -51,6 +51,7 @@ class Stage:
     outs: tuple[str, ...]
     metrics: tuple[str, ...] = ()  # small JSON, DVC `cache: false`
     uncached: tuple[str, ...] = ()  # other outputs kept in git rather than the DVC cache
+    out_dirs: tuple[str, ...] = ()  # folder outputs (Snakemake `directory()`)
     resources: Resources = Resources()
     module: str = ""  # defaults to ``name``
     args: tuple[str, ...] = ()
@@ -146,10 +147,22 @@ STAGES: tuple[Stage, ...] = (
         for defense in paths.DEFENSES
     ),
     Stage(
+        name="transfer",
+        code=(*ATTACK_CODE, "repurify/defenses/*.py", "repurify/transfer.py"),
+        deps=(paths.DATASET, *CLASSIFIERS),
+        params=("/seed", "transfer", "attacks", "evaluation", "classifiers",
+                *(f"defenses.{d}" for d in paths.TRAINED_DEFENSES)),
+        outs=(),
+        out_dirs=(paths.TRANSFER,),
+        metrics=(paths.TRANSFER_METRICS,),
+        resources=Resources(gpu=1, mem_mb=16000, runtime_min=1440, threads=4),
+    ),
+    Stage(
         name="report",
         code=("repurify/report.py",),
         deps=(paths.CLASSIFIER_METRICS, paths.ATTACK_METRICS, *EVALUATIONS,
-              *(paths.DEFENSE_METRICS.replace("{defense}", d) for d in paths.TRAINED_DEFENSES)),
+              *(paths.DEFENSE_METRICS.replace("{defense}", d) for d in paths.TRAINED_DEFENSES),
+              paths.TRANSFER_METRICS),
         params=("description",),
         outs=(),
         uncached=(paths.REPORT, paths.SUMMARY),
@@ -176,7 +189,7 @@ def render_dvc() -> str:
         entry: dict = {"cmd": st.cmd(prof), "deps": [*st.code_files(),
                                                     *(d.format(profile=prof) for d in st.deps)]}
         entry["params"] = st.param_keys(prof)
-        entry["outs"] = [o.format(profile=prof) for o in st.outs]
+        entry["outs"] = [o.format(profile=prof) for o in (*st.outs, *st.out_dirs)]
         entry["outs"] += [{o.format(profile=prof): {"cache": False}} for o in st.uncached]
         if not entry["outs"]:
             del entry["outs"]

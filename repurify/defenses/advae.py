@@ -117,8 +117,10 @@ class AdvaeObjective:
 
 def train_advae(spec: AdvaeSpec, x: torch.Tensor, y: torch.Tensor, classifiers: dict[str, nn.Module],
                 *, device: torch.device, gen: torch.Generator) -> tuple[Purifier, FitHistory, dict]:
-    """Fit the auto-encoder on ``x`` ([0,1]) with a held-out validation split (Sec. 4.1)."""
+    """Fit the auto-encoder on the first ``training.train_limit`` images of ``x`` ([0,1]) with a
+    held-out validation split (Sec. 4.1); ``classifiers`` maps the names in ``spec``."""
     cfg = spec.training
+    x, y = x[:cfg.train_limit], y[:cfg.train_limit]
     train_idx, val_idx = split_validation(len(y), cfg.val_fraction, gen)
     ae = build_autoencoder(spec, x.shape[1]).to(device)
     objective = AdvaeObjective(ae, [classifiers[r].to(device) for r in spec.classifiers], spec, gen)

@@ -137,8 +137,10 @@ def training_set(x: torch.Tensor, y: torch.Tensor, sources: list[Classifier], sp
 
 def train_hgd(spec: HgdSpec, x: torch.Tensor, y: torch.Tensor, classifiers: dict[str, Classifier],
               *, device: torch.device, gen: torch.Generator) -> tuple[DUNET, FitHistory, dict]:
-    """Build the Table 1 training/validation sets from ``x`` ([0,1]) and fit the denoiser."""
+    """Build the Table 1 training/validation sets from the first ``training.train_limit`` images
+    of ``x`` ([0,1]) and fit the denoiser; ``classifiers`` maps the names in ``spec``."""
     cfg = spec.training
+    x, y = x[:cfg.train_limit], y[:cfg.train_limit]
     sources = [classifiers[r].to(device) for r in spec.sources]
     train_idx, val_idx = split_validation(len(y), cfg.val_fraction, gen)
     train = training_set(x[train_idx], y[train_idx], sources, spec, gen, cfg.batch_size, device)

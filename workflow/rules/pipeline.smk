@@ -38,6 +38,7 @@ for _stage in STAGES:
             data=[d.format(profile=PROFILE) for d in _stage.deps],
         output:
             [o.format(profile=PROFILE) for o in (*_stage.outs, *_stage.uncached)],
+            dirs=[directory(o.format(profile=PROFILE)) for o in _stage.out_dirs],
             metrics=[m.format(profile=PROFILE) for m in _stage.metrics],
         params:
             # a change of any of these keys reruns the rule (rerun-trigger "params")

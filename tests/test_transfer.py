@@ -1,0 +1,111 @@
+"""Model transfer grid: variants of the defense slots, labels, params checks, the report table."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+import torch
+
+from repurify.errors import ParamsError
+from repurify.params import TransferEntry, load_params, validate_params
+from repurify.report import render_markdown
+from repurify.transfer import label, run_grid, variant
+from tests.repo_copy import ROOT
+
+
+@pytest.fixture(scope="module")
+def raw() -> dict[str, Any]:
+    from repurify.params import read_yaml
+
+    return read_yaml(ROOT / "params.yaml")
+
+
+def test_variant_replaces_the_classifiers_or_the_guide() -> None:
+    prof = load_params(ROOT / "params.yaml", profile="digits").active
+    override = {"epochs": 3, "batch_size": 8, "lr_decay": 0.5, "plateau_patience": 1}
+    ae = variant(prof.defenses["advae"], TransferEntry(defense="advae", trained_on=["X", "A", "B"],
+                                                        evaluated_on=["C"], training=override))
+    assert ae.classifiers == ["X", "A", "B"] and ae.training.epochs == 3
+    assert ae.pgd == prof.defenses["advae"].pgd  # everything else is the slot's
+    hgd = variant(prof.defenses["hgd"], TransferEntry(defense="hgd", trained_on=["substitute"],
+                                                       evaluated_on=["target"]))
+    assert hgd.guide == "substitute" and hgd.training == prof.defenses["hgd"].training
+    assert hgd.sources == prof.defenses["hgd"].sources
+    assert label(["X"]) == "X" and label(["X", "A", "B"]) == "{X,A,B}"
+
+
+def test_digits_grid_is_advae_table_3_and_hgd_table_4() -> None:
+    tr = load_params(ROOT / "params.yaml", profile="digits").active.transfer
+    assert {k: z.arch for k, z in tr.zoo.items()} == {"X": "mnist_x", "A": "mnist_a", "B": "mnist_b",
+                                                      "C": "mnist_c", "D": "mnist_d"}
+    cells = [(e.defense, e.trained_on, e.evaluated_on) for e in tr.grid]
+    assert ("advae", ["X"], ["X", "A", "B", "C", "D"]) in cells
+    assert ("advae", ["X", "A", "B"], ["A", "B", "C", "D"]) in cells
+    assert ("hgd", ["substitute"], ["target"]) in cells
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ({"defense": "advae", "trained_on": ["Y"], "evaluated_on": ["A"]},
+         "transfer.grid.0.trained_on: ['Y'] are not classifiers"),
+        ({"defense": "advae", "trained_on": ["X"], "evaluated_on": ["Q"]},
+         "transfer.grid.0.evaluated_on: ['Q'] are not classifiers"),
+        ({"defense": "hgd", "trained_on": ["X", "A"], "evaluated_on": ["A"]},
+         "transfer.grid.0.trained_on: HGD is guided by one classifier"),
+        ({"defense": "jpeg", "trained_on": ["X"], "evaluated_on": ["A"]}, "'hgd' or 'advae'"),
+    ],
+)
+def test_bad_grid_entries_name_the_key(raw: dict[str, Any], entry: dict, message: str) -> None:
+    bad = copy.deepcopy(raw)
+    bad["profiles"]["digits"]["transfer"]["grid"] = [entry]
+    with pytest.raises(ParamsError) as err:
+        validate_params(bad)
+    assert "profiles.digits.transfer" in str(err.value) and message in str(err.value)
+
+
+def test_zoo_may_not_shadow_a_role_and_attacks_must_exist(raw: dict[str, Any]) -> None:
+    bad = copy.deepcopy(raw)
+    tr = bad["profiles"]["digits"]["transfer"]
+    tr["zoo"]["target"] = tr["zoo"]["X"]
+    with pytest.raises(ParamsError, match=r"transfer\.zoo: \['target'\] would shadow"):
+        validate_params(bad)
+    bad = copy.deepcopy(raw)
+    bad["profiles"]["digits"]["transfer"]["attacks"] = ["pgd", "deepfool"]
+    with pytest.raises(ParamsError, match=r"transfer\.attacks: \['deepfool'\] are not keys"):
+        validate_params(bad)
+
+
+def test_run_grid_rows_cover_every_pair_and_attack(tmp_path) -> None:
+    from repurify.models import build_classifier
+
+    prof = load_params(ROOT / "params.yaml", profile="smoke").active
+    torch.manual_seed(0)
+    classifiers = {name: build_classifier(arch, (1, 16, 16), 10, (0.5,), (0.25,)).eval()
+                   .requires_grad_(False)
+                   for name, arch in (("target", "small_cnn"), ("substitute", "mnist_a"),
+                                      ("D", "mnist_d"))}
+    gen = torch.Generator().manual_seed(0)
+    train = (torch.rand(40, 1, 16, 16, generator=gen), torch.randint(0, 10, (40,), generator=gen))
+    test = (torch.rand(30, 1, 16, 16, generator=gen), torch.randint(0, 10, (30,), generator=gen))
+    rows = run_grid(prof, classifiers, train, test, num_classes=10, seed=0,
+                    device=torch.device("cpu"), out_dir=tmp_path)
+    assert sorted((r["column"], r["attack"]) for r in rows) == sorted(
+        [("{target,substitute}/D", "clean"), ("{target,substitute}/D", "fgsm"),
+         ("substitute/target", "clean"), ("substitute/target", "fgsm")])
+    assert all(r["n"] == prof.transfer.n and 0 <= r["accuracy"] <= 1 for r in rows)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["0_advae.pt", "1_hgd.pt"]
+
+
+def test_report_has_the_transfer_table() -> None:
+    rows = [{"defense": "none", "attack": "clean", "threat_model": "none", "accuracy": 0.9, "n": 1}]
+    transfer = {"zoo": {"A": {"arch": "mnist_a", "clean_accuracy": 0.98}}, "rows": [
+        {"defense": "advae", "column": "X/A", "attack": "clean", "accuracy": 0.97},
+        {"defense": "advae", "column": "X/A", "attack": "pgd", "accuracy": 0.5},
+        {"defense": "advae", "column": "{X,A,B}/A", "attack": "pgd", "accuracy": 0.75}]}
+    md = render_markdown("p", "d", {}, rows, {}, transfer)
+    assert "| A | mnist_a | 98.0 |" in md
+    assert "| attack | X/A | {X,A,B}/A |" in md
+    assert "| pgd | 50.0 | 75.0 |" in md and "| clean | 97.0 |  |" in md
