@@ -11,7 +11,8 @@
   (cross-entropy on the true label).
 * Training set (Table 1): FGSM on each source classifier alone, and FGSM and
   IFGSM_k on their ensemble, every image with eps drawn uniformly from
-  {1..L} * eps_max / L (the paper: integers in [1,16]/255).
+  {1..L} * eps_max / L (the paper: integers in [1,16]/255). The attacks
+  ascend the loss of the true label.
 """
 
 from __future__ import annotations
