@@ -7,7 +7,9 @@
   model's labels only, attacked in white-box fashion.
 * ``whitebox`` (adaptive): the attack sees purifier + classifier, with BPDA at
   the non-differentiable layers and EOT over the randomness of randomized
-  purifiers.
+  purifiers. Purifiers whose paper attacked them through autograd's own
+  gradients at those layers (``autograd_protocol``: EGC-FL, GCLN) also get
+  that protocol's rows, ``source: autograd``; the gap is a finding.
 """
 
 from __future__ import annotations
@@ -98,16 +100,19 @@ def whitebox_rows(defended: DefendedModel, specs: list[tuple[str, Any]], x: torc
     """Adaptive attacks on purifier + classifier: BPDA at non-differentiable layers, EOT over
     the randomness of randomized purifiers. ``x`` is on the model's device, ``y`` on the CPU."""
     attacked: nn.Module = EOT(defended, eot_samples) if defended.randomized else defended
+    protocols = [True, False] if defended.purifier.autograd_protocol else [True]
     rows = []
     for name, spec in tqdm(specs, desc="white-box", disable=None, leave=False):
         n = min(len(y), spec.n or len(y))
-        with bpda(True):
-            adv, targets = run_attack(spec, attacked, x[:n], y[:n].to(x.device),
-                                      num_classes=num_classes, batch_size=batch_size, seed=seed,
-                                      early_stop=not defended.randomized)
-        rows.append(_row(name, spec, "whitebox", predict(defended, adv, batch_size), y[:n],
-                         targets, bpda=not defended.purifier.differentiable,
-                         eot_samples=eot_samples if defended.randomized else 1))
+        for adaptive in protocols:  # BPDA at the layer, or the paper's autograd gradients
+            with bpda(adaptive):
+                adv, targets = run_attack(spec, attacked, x[:n], y[:n].to(x.device),
+                                          num_classes=num_classes, batch_size=batch_size, seed=seed,
+                                          early_stop=not defended.randomized)
+            extra = {} if adaptive else {"source": "autograd"}
+            rows.append(_row(name, spec, "whitebox", predict(defended, adv, batch_size), y[:n],
+                             targets, bpda=adaptive and not defended.purifier.differentiable,
+                             eot_samples=eot_samples if defended.randomized else 1, **extra))
     return rows
 
 

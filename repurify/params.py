@@ -284,8 +284,50 @@ class AdvaeSpec(_Strict):
     training: DefenseTraining
 
 
-DefenseSpec = Annotated[NoneSpec | JpegSpec | BitDepthSpec | MedianSpec | HgdSpec | AdvaeSpec,
-                        Field(discriminator="kind")]
+class _Perceptual(_Strict):
+    """F_beta of a perceptual loss: ImageNet VGG-19 (the papers) or the named offline fallback."""
+
+    perceptual: Literal["vgg19", "target_features"]
+    vgg_layer: Literal["relu1_2", "relu2_2", "relu3_4", "relu4_4", "relu5_4"] = "relu3_4"
+
+
+class EgcflSpec(_Perceptual):
+    """EGC-FL (Yuan & He 2020): TDZ layer, generator G with feedback loop, fusion network Gamma."""
+
+    kind: Literal["egcfl"]
+    block: int = Field(default=8, gt=0)  # M: the DCT's M x M blocks
+    delta: PositiveRatio  # deadzone half-width on coefficients of [0,1] images (8/255 style)
+    transform: bool = True  # False: deadzone on pixels (Table 7 "without transform")
+    inverse: bool = True  # TDZ ends with T^-1 (pixels); False: G and P see coefficients
+    feedback: bool = True  # False: X_hat = G(X_tilde), no U, V, W, Gamma (Table 7)
+    widths: list[Annotated[int, Field(gt=0)]] = Field(min_length=2)  # G: a DUNET-style U-net
+    converter_width: int = Field(gt=0)  # channels U and V map to before the concatenation
+    generations: int = Field(default=3, gt=0)  # K, trained and evaluated (Gen_k: the ablation stage)
+    lambdas: list[Annotated[float, Field(ge=0)]] = Field(  # Eq. 6: lambda_1..3 of L_P, L_A, L_C
+        default=[1 / 3] * 3, min_length=3, max_length=3)
+    source: Role = "target"  # classifier the PGD training examples are crafted on
+    attack: PgdBudget  # the PGD that makes the training set
+    training: DefenseTraining
+
+
+class GclnSpec(_Perceptual):
+    """GCLN: generator with a quantized DCT layer, trained against a clean/attacked detector."""
+
+    kind: Literal["gcln"]
+    block: int = Field(default=8, gt=0)  # M
+    q: PositiveRatio  # quantization step of Eq. 2 on [0,1] images: Qs/255 (Tables 1-4: 5, 10)
+    widths: list[Annotated[int, Field(gt=0)]] = Field(min_length=2)  # G's recovery U-net
+    detector_widths: list[Annotated[int, Field(gt=0)]] = Field(min_length=1)  # D: strided convs
+    lam: float = Field(default=0.5, ge=0, le=1)  # Eq. 3: lambda L_P + (1 - lambda) L_A
+    detector_epochs: int = Field(gt=0)  # D's initial training on clean vs attacked images
+    grow_clean_set: bool = True  # recovered images C classifies correctly join Omega^o
+    source: Role = "target"  # classifier the attacked training images are crafted on
+    attack: PgdBudget
+    training: DefenseTraining
+
+
+DefenseSpec = Annotated[NoneSpec | JpegSpec | BitDepthSpec | MedianSpec | HgdSpec | AdvaeSpec
+                        | EgcflSpec | GclnSpec, Field(discriminator="kind")]
 
 
 class TransferEntry(_Strict):
@@ -309,6 +351,28 @@ class TransferParams(_Strict):
         return ["target", "substitute", *self.zoo]
 
 
+class AblationVariant(_Strict):
+    """A trained defense slot retrained with some of its keys replaced (Table 7, the Qs sweep)."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
+    defense: Literal["hgd", "advae", "egcfl", "gcln"]
+    set: dict[str, Any] = Field(min_length=1)  # keys of defenses.<defense> and their new values
+
+    def spec(self, slot: Any) -> Any:
+        """The slot's spec with ``set`` applied, validated like params.yaml."""
+        return type(slot).model_validate({**slot.model_dump(), **self.set})
+
+
+class AblationParams(_Strict):
+    """Ablations: EGC-FL's Gen_k at test time (Table 6), retrained variants, TDZ noise energy."""
+
+    generations: list[Annotated[int, Field(gt=0)]] = []  # K values for the trained egcfl slot
+    variants: list[AblationVariant] = []
+    attacks: list[str] = []  # keys of attacks: oblivious (cached) and white-box rows per variant
+    n: int = Field(default=100, gt=0)  # test images per variant (and for the noise energy)
+    noise_attack: str | None = None  # EGC-FL Fig. 4: noise energy before/after TDZ on its examples
+
+
 class ProfileParams(_Strict):
     """One dataset setting: data, classifiers, attacks, defenses, evaluation and transfer."""
 
@@ -319,6 +383,7 @@ class ProfileParams(_Strict):
     evaluation: EvaluationParams
     defenses: dict[str, DefenseSpec]
     transfer: TransferParams = TransferParams()
+    ablation: AblationParams = AblationParams()
 
     @model_validator(mode="after")
     def _cross_refs(self) -> ProfileParams:
@@ -346,7 +411,23 @@ class ProfileParams(_Strict):
                                      f"choose from {tr.names()}")
             if entry.defense == "hgd" and len(entry.trained_on) != 1:
                 raise ValueError(f"transfer.grid.{i}.trained_on: HGD is guided by one classifier")
+        self._check_ablation()
         return self
+
+    def _check_ablation(self) -> None:
+        ab = self.ablation
+        named = [*ab.attacks, *([ab.noise_attack] if ab.noise_attack else [])]
+        if unknown := [a for a in named if a not in self.attacks]:
+            raise ValueError(f"ablation.attacks: {unknown} are not keys of attacks")
+        names = [v.name for v in ab.variants]
+        if dupes := sorted({n for n in names if names.count(n) > 1}):
+            raise ValueError(f"ablation.variants: names {dupes} are used twice")
+        for i, v in enumerate(ab.variants):
+            try:
+                v.spec(self.defenses[v.defense])
+            except ValidationError as exc:
+                problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+                raise ValueError(f"ablation.variants.{i}.set: {problems}") from None
 
 
 class MlflowParams(_Strict):

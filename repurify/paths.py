@@ -17,12 +17,14 @@ DEFENSE_METRICS = "metrics/{profile}/defenses/{defense}.json"
 EVALUATION = "metrics/{profile}/eval/{defense}.json"
 TRANSFER = "data/{profile}/transfer"  # folder: zoo classifiers and the grid's defense variants
 TRANSFER_METRICS = "metrics/{profile}/transfer.json"
+ABLATION = "data/{profile}/ablation"  # folder: the retrained ablation variants
+ABLATION_METRICS = "metrics/{profile}/ablation.json"
 REPORT = "reports/{profile}/report.md"
 SUMMARY = "reports/{profile}/summary.json"
 
 ROLES = ("target", "substitute")
-DEFENSES = ("none", "jpeg", "bit_depth", "median_filter", "hgd", "advae")
-TRAINED_DEFENSES = {"hgd": "hgd", "advae": "advae"}  # slot -> the kind it must hold
+DEFENSES = ("none", "jpeg", "bit_depth", "median_filter", "hgd", "advae", "egcfl", "gcln")
+TRAINED_DEFENSES = {d: d for d in ("hgd", "advae", "egcfl", "gcln")}  # slot -> the kind it must hold
 
 
 def path(template: str, profile: str, **fields: str) -> str:

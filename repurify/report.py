@@ -20,6 +20,8 @@ def summary_rows(evaluations: dict[str, dict[str, Any]]) -> list[dict[str, Any]]
 def _column(row: dict[str, Any]) -> str:
     if row["threat_model"] == "blackbox":
         return f"blackbox ({row.get('source', 'transfer')})"
+    if row["threat_model"] == "whitebox" and row.get("source") == "autograd":
+        return "whitebox (autograd)"
     return row["threat_model"]
 
 
@@ -32,8 +34,9 @@ def _trained_lines(trained: dict[str, dict[str, Any]]) -> list[str]:
              "| defense | variant | training examples | epochs run | restored epoch | "
              "best validation loss | clean accuracy (all test images) |", "|---" * 7 + "|"]
     for name, t in trained.items():
-        variant = ", ".join(f"{k}={t['spec'][k]}" for k in ("architecture", "loss", "guide",
-                                                             "classifiers", "lam") if k in t["spec"])
+        variant = ", ".join(f"{k}={t['spec'][k]}" for k in (
+            "architecture", "loss", "guide", "classifiers", "lam", "delta", "q", "generations",
+            "perceptual") if k in t["spec"])
         lines.append(f"| {name} | {variant} | {t['train_examples']} | {t['epochs_run']} | "
                      f"{t['best_epoch'] + 1} | {t['best_val_loss']:.4f} | {_pct(t['clean_accuracy'])} |")
     return lines
@@ -58,18 +61,43 @@ def _transfer_lines(transfer: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _ablation_lines(ablation: dict[str, Any]) -> list[str]:
+    """One row per variant: clean accuracy and each (attack, threat model) column."""
+    rows = ablation["rows"]
+    columns = list(dict.fromkeys(f"{r['attack']} {_column(r)}" for r in rows if r["attack"] != "clean"))
+    lines = ["", "## Ablations", "",
+             "EGC-FL `egcfl_gen<k>`: the trained slot with K = k feedback generations at test time "
+             "(Table 6); other variants are retrained with the listed keys replaced (Table 7, the "
+             "GCLN Qs sweep).", "", "| variant | clean | " + " | ".join(columns) + " |",
+             "|---" * (len(columns) + 2) + "|"]
+    for variant in dict.fromkeys(r["variant"] for r in rows):
+        cells = {("clean" if r["attack"] == "clean" else f"{r['attack']} {_column(r)}"): r["accuracy"]
+                 for r in rows if r["variant"] == variant}
+        lines.append(f"| {variant} | {_pct(cells.get('clean'))} | "
+                     + " | ".join(_pct(cells.get(c)) for c in columns) + " |")
+    if noise := ablation.get("noise_energy"):
+        lines += ["", f"EGC-FL Fig. 4, attack noise energy on {len(noise['before'])} `{noise['attack']}` "
+                  f"examples: mean ||X - X*||_2 = {noise['mean_before']:.3f} before the TDZ, "
+                  f"{noise['mean_after']:.3f} after it (ratio {noise['ratio']:.3f})."]
+    return lines
+
+
 def render_markdown(profile: str, description: str, classifiers: dict[str, Any],
                     rows: list[dict[str, Any]], trained: dict[str, dict[str, Any]],
-                    transfer: dict[str, Any] | None = None) -> str:
+                    transfer: dict[str, Any] | None = None,
+                    ablation: dict[str, Any] | None = None) -> str:
     """Markdown: classifiers, trained defenses, per defense a table attack x threat model, then
-    the model-transfer grid."""
-    columns = ["oblivious", "blackbox (transfer)", "blackbox (papernot)", "whitebox"]
+    the model-transfer grid and the ablations."""
+    columns = ["oblivious", "blackbox (transfer)", "blackbox (papernot)", "whitebox",
+               "whitebox (autograd)"]
     lines = [f"# repurify report: `{profile}`", "", description, "",
              "Accuracies in %, on the evaluated test images (n per row in summary.json). "
              "*oblivious*: crafted on the bare target; *blackbox (transfer)*: crafted on the "
              "substitute classifier; *blackbox (papernot)*: substitute trained on the defended "
              "model's labels; *whitebox*: adaptive attack on purifier + classifier (BPDA at "
-             "non-differentiable layers, EOT for randomized purifiers).", "",
+             "non-differentiable layers, EOT for randomized purifiers); *whitebox (autograd)*: the "
+             "same attacks through autograd's own gradients at those layers, the protocol of the "
+             "EGC-FL and GCLN papers.", "",
              "## Classifiers", "", "| role | architecture | clean accuracy |", "|---|---|---|"]
     for role, c in classifiers.items():
         lines.append(f"| {role} | {c['arch']} | {_pct(c['clean_accuracy'])} |")
@@ -85,4 +113,6 @@ def render_markdown(profile: str, description: str, classifiers: dict[str, Any],
             lines.append(f"| {attack} | " + " | ".join(_pct(cells.get(c)) for c in columns) + " |")
     if transfer and transfer["rows"]:
         lines += _transfer_lines(transfer)
+    if ablation and ablation["rows"]:
+        lines += _ablation_lines(ablation)
     return "\n".join(lines) + "\n"

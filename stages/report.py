@@ -33,14 +33,15 @@ def report(params: Params, args: argparse.Namespace) -> None:
     trained = {d: _read(paths.path(paths.DEFENSE_METRICS, profile, defense=d), f"train_defense_{d}")
                for d in paths.TRAINED_DEFENSES}
     transfer = _read(paths.path(paths.TRANSFER_METRICS, profile), "transfer")
+    ablation = _read(paths.path(paths.ABLATION_METRICS, profile), "ablation")
     with stage_run("report", params):
         rows = summary_rows(evaluations)
         write_json(paths.path(paths.SUMMARY, profile), {"profile": profile, "classifiers": classifiers,
                                                         "trained_defenses": trained, "rows": rows,
-                                                        "transfer": transfer})
+                                                        "transfer": transfer, "ablation": ablation})
         write_text(paths.path(paths.REPORT, profile),
                    render_markdown(profile, params.active.description, classifiers, rows, trained,
-                                   transfer))
+                                   transfer, ablation))
         print(f"report: {paths.path(paths.REPORT, profile)} ({len(rows)} rows)")
 
 

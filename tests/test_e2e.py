@@ -13,10 +13,11 @@ from tests.repo_copy import copy_repo
 
 pytestmark = pytest.mark.slow
 
-DEFENSES = ("none", "jpeg", "bit_depth", "median_filter", "hgd", "advae")
-TRAINED = ("hgd", "advae")
+DEFENSES = ("none", "jpeg", "bit_depth", "median_filter", "hgd", "advae", "egcfl", "gcln")
+TRAINED = ("hgd", "advae", "egcfl", "gcln")
+AUTOGRAD = ("egcfl", "gcln")  # also attacked white-box through autograd's gradients (their papers)
 STAGES = ["fetch_data", "train_classifier", "generate_attacks", *(["train_defense"] * len(TRAINED)),
-          *(["evaluate"] * len(DEFENSES)), "transfer", "report"]
+          *(["evaluate"] * len(DEFENSES)), "transfer", "ablation", "report"]
 OUTPUTS = ("data/smoke/dataset.pt", "data/smoke/manifest.json", "data/smoke/models/target.pt",
            "data/smoke/models/substitute.pt", "metrics/smoke/classifier.json",
            "data/smoke/attacks/target.pt", "data/smoke/attacks/substitute.pt",
@@ -25,7 +26,9 @@ OUTPUTS = ("data/smoke/dataset.pt", "data/smoke/manifest.json", "data/smoke/mode
            *(f"data/smoke/defenses/{d}.pt" for d in TRAINED),
            *(f"metrics/smoke/defenses/{d}.json" for d in TRAINED),
            "data/smoke/transfer/zoo_D.pt", "data/smoke/transfer/0_advae.pt",
-           "data/smoke/transfer/1_hgd.pt", "metrics/smoke/transfer.json")
+           "data/smoke/transfer/1_hgd.pt", "metrics/smoke/transfer.json",
+           "data/smoke/ablation/egcfl_no_feedback.pt", "data/smoke/ablation/gcln_q0.2.pt",
+           "metrics/smoke/ablation.json")
 
 
 def _sh(cwd: Path, *cmd: str, env: dict[str, str] | None = None) -> str:
@@ -49,8 +52,8 @@ def _check_outputs(repo: Path) -> dict:
         ev = json.loads((repo / f"metrics/smoke/eval/{d}.json").read_text())
         assert ev["defense"] == d and 0 <= ev["clean_accuracy"] <= 1
         threats = {(r["threat_model"], r.get("source")) for r in ev["results"]}
-        assert threats == {("oblivious", "target"), ("blackbox", "transfer"),
-                           ("blackbox", "papernot"), ("whitebox", None)}
+        assert threats == {("oblivious", "target"), ("blackbox", "transfer"), ("blackbox", "papernot"),
+                           ("whitebox", None), *((("whitebox", "autograd"),) if d in AUTOGRAD else ())}
         for r in ev["results"]:
             assert {"attack", "threat_model", "eps", "norm", "accuracy", "n"} <= set(r)
             assert 0 <= r["accuracy"] <= 1 and r["n"] > 0
@@ -63,8 +66,14 @@ def _check_outputs(repo: Path) -> dict:
     transfer = json.loads((repo / "metrics/smoke/transfer.json").read_text())
     assert {r["column"] for r in transfer["rows"]} == {"{target,substitute}/D", "substitute/target"}
     metrics["transfer"] = transfer
+    ablation = json.loads((repo / "metrics/smoke/ablation.json").read_text())
+    assert list(dict.fromkeys(r["variant"] for r in ablation["rows"])) == [
+        "egcfl_gen1", "egcfl_gen2", "egcfl_no_feedback", "gcln_q0.2"]
+    noise = ablation["noise_energy"]
+    assert len(noise["before"]) == len(noise["after"]) == 20 and noise["mean_before"] > 0
+    metrics["ablation"] = ablation
     report = (repo / "reports/smoke/report.md").read_text()
-    assert "## Model transfer (white-box)" in report
+    assert "## Model transfer (white-box)" in report and "## Ablations" in report
     assert all(f"## Defense `{d}`" in report for d in DEFENSES)
     assert not list(repo.rglob("*.tmp")), "half-written temporary files left behind"
     return metrics

@@ -94,6 +94,14 @@ def test_yaml_exponent_floats_are_numbers(tmp_path: Path) -> None:
         ("profiles.digits.defenses.advae.lam", -1.0, "greater than or equal to 0"),
         ("profiles.digits.defenses.advae.pgd.step_size", 0.5, "exceeds eps"),
         ("profiles.digits.defenses.advae.training.lr_decay", 1.5, "less than 1"),
+        ("profiles.digits.defenses.egcfl.delta", -0.1, "greater than 0"),
+        ("profiles.digits.defenses.egcfl.lambdas", [0.5, 0.5], "at least 3 items"),
+        ("profiles.digits.defenses.egcfl.perceptual", "vgg16", "'vgg19' or 'target_features'"),
+        ("profiles.digits.defenses.egcfl.generations", 0, "greater than 0"),
+        ("profiles.digits.defenses.gcln.q", "10/0", "division by zero"),
+        ("profiles.digits.defenses.gcln.lam", 1.5, "less than or equal to 1"),
+        ("profiles.digits.defenses.gcln.vgg_layer", "relu9_9", "'relu1_2'"),
+        ("profiles.digits.ablation.attacks", ["pgd", "nope"], "not keys of attacks"),
         ("profiles.digits.classifiers.target.arch", "vit_h14", "unknown architecture"),
         ("profiles.digits.classifiers.target.optimizer", "lion", "'sgd' or 'adam'"),
         ("seed", -1, "greater than or equal to 0"),
@@ -126,6 +134,25 @@ def test_trained_defense_slots_hold_their_kind(raw: dict[str, Any]) -> None:
     with pytest.raises(ParamsError, match=r"profiles\.smoke\.defenses\.hgd\.kind: the hgd slot is "
                                           r"trained by train_defense_hgd and must be 'hgd'"):
         validate_params(bad)
+
+
+def test_ablation_variants_are_validated_as_their_slot(raw: dict[str, Any]) -> None:
+    good = load_params(ROOT / "params.yaml", profile="digits").active
+    for v in good.ablation.variants:
+        assert v.spec(good.defenses[v.defense]).kind == v.defense
+    bad = _set(raw, "profiles.digits.ablation.variants",
+               [{"name": "a", "defense": "gcln", "set": {"q": -1.0}}])
+    with pytest.raises(ParamsError, match=r"profiles\.digits\.ablation\.variants\.0\.set: q: Input "
+                                          r"should be greater than 0"):
+        validate_params(bad)
+    typo = _set(raw, "profiles.digits.ablation.variants",
+                [{"name": "a", "defense": "egcfl", "set": {"feedbak": False}}])
+    with pytest.raises(ParamsError, match=r"ablation\.variants\.0\.set: feedbak: Extra inputs"):
+        validate_params(typo)
+    twice = _set(raw, "profiles.digits.ablation.variants",
+                 [{"name": "a", "defense": "gcln", "set": {"q": 0.1}}] * 2)
+    with pytest.raises(ParamsError, match=r"names \['a'\] are used twice"):
+        validate_params(twice)
 
 
 def test_missing_key_is_reported(raw: dict[str, Any]) -> None:

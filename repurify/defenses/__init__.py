@@ -9,12 +9,15 @@ from repurify.defenses.advae import train_advae
 from repurify.defenses.base import EOT, DefendedModel, Identity, Purifier, bpda, nondifferentiable
 from repurify.defenses.baselines import BitDepth, Jpeg, MedianFilter
 from repurify.defenses.checkpoint import load_defense, save_defense
+from repurify.defenses.egcfl import train_egcfl
+from repurify.defenses.gcln import train_gcln
 from repurify.defenses.hgd import train_hgd
 
 __all__ = ["EOT", "TRAINERS", "DefendedModel", "Identity", "Purifier", "bpda", "build_purifier",
            "load_defense", "nondifferentiable", "save_defense"]
 
-TRAINERS = {"hgd": train_hgd, "advae": train_advae}  # kind -> trainer(spec, x, y, classifiers, ...)
+# kind -> trainer(spec, x, y, classifiers, ...)
+TRAINERS = {"hgd": train_hgd, "advae": train_advae, "egcfl": train_egcfl, "gcln": train_gcln}
 
 
 def build_purifier(spec: Any, checkpoint: str | Path | None = None, name: str = "",

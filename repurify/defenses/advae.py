@@ -18,11 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from repurify.attacks.base import Goal
-from repurify.attacks.gradient import iterative
 from repurify.defenses.base import DefendedModel, Purifier
-from repurify.defenses.fitting import FitHistory, fit, split_validation
-from repurify.params import AdvaeSpec, PgdBudget
+from repurify.defenses.fitting import FitHistory, fit, pgd_inner, split_validation
+from repurify.params import AdvaeSpec
 
 
 class ConvAE(Purifier):
@@ -86,13 +84,6 @@ def build_autoencoder(spec: AdvaeSpec, channels: int) -> Purifier:
     return (ConvAE if spec.architecture == "conv_ae" else UNetAE)(channels, spec.widths)
 
 
-def pgd_inner(model: nn.Module, x: torch.Tensor, y: torch.Tensor, budget: PgdBudget,
-              gen: torch.Generator) -> torch.Tensor:
-    """The inner max of Eq. 7: L-inf PGD with random start through AE + classifier."""
-    return iterative(model, x, Goal(y), norm="linf", eps=budget.eps, step_size=budget.step_size,
-                     steps=budget.steps, rand_init=True, momentum=None, early_stop=False, gen=gen)
-
-
 class AdvaeObjective:
     """Eq. 7 (one classifier) or Eq. 8 (a sum over classifiers), on one batch."""
 
@@ -107,7 +98,7 @@ class AdvaeObjective:
         loss = x.new_zeros(())
         for model in self.defended:
             self.ae.eval()  # craft against the deployed (inference-mode) auto-encoder
-            x_adv = pgd_inner(model, x, y, self.spec.pgd, self.gen)
+            x_adv = pgd_inner(model, x, y, self.spec.pgd, self.gen)  # the inner max of Eq. 7
             self.ae.train(training)
             loss = loss + F.cross_entropy(model(x_adv), y)
         if self.spec.lam:

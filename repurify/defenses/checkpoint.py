@@ -11,12 +11,15 @@ from typing import Any
 
 from repurify.defenses.advae import build_autoencoder
 from repurify.defenses.base import Purifier
+from repurify.defenses.egcfl import build_egcfl
+from repurify.defenses.gcln import build_generator
 from repurify.defenses.hgd import build_denoiser
 from repurify.errors import CheckpointError
 from repurify.io import load_torch, save_torch
 
 FORMAT_VERSION = 1
-BUILDERS = {"hgd": build_denoiser, "advae": build_autoencoder}
+BUILDERS = {"hgd": build_denoiser, "advae": build_autoencoder, "egcfl": build_egcfl,
+            "gcln": build_generator}
 
 
 def save_defense(path: str | Path, purifier: Purifier, spec: Any, meta: dict[str, Any]) -> None:

@@ -17,7 +17,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from repurify.params import DefenseTraining
+from repurify.attacks.base import Goal
+from repurify.attacks.gradient import iterative
+from repurify.params import DefenseTraining, PgdBudget
 
 Batch = tuple[torch.Tensor, ...]
 LossFn = Callable[[Batch], torch.Tensor]  # mean loss of one batch (with a graph when training)
@@ -45,7 +47,24 @@ def split_validation(n: int, fraction: float, gen: torch.Generator) -> tuple[tor
     return order[n_val:], order[:n_val]
 
 
-def _batches(data: Batch, batch_size: int, order: torch.Tensor, device: torch.device):
+def pgd_inner(model: nn.Module, x: torch.Tensor, y: torch.Tensor, budget: PgdBudget,
+              gen: torch.Generator) -> torch.Tensor:
+    """L-inf PGD with random start through ``model`` (AdvAE's inner max, the PGD training sets)."""
+    return iterative(model, x, Goal(y), norm="linf", eps=budget.eps, step_size=budget.step_size,
+                     steps=budget.steps, rand_init=True, momentum=None, early_stop=False, gen=gen)
+
+
+def pgd_examples(model: nn.Module, x: torch.Tensor, y: torch.Tensor, budget: PgdBudget,
+                 gen: torch.Generator, batch_size: int, device: torch.device) -> torch.Tensor:
+    """:func:`pgd_inner` over a whole image set, batch by batch; returned on the CPU."""
+    model.to(device)
+    return torch.cat([pgd_inner(model, x[i:i + batch_size].to(device), y[i:i + batch_size].to(device),
+                                budget, gen).cpu()
+                      for i in tqdm(range(0, len(x), batch_size), desc="PGD training set", unit="batch",
+                                    disable=None, leave=False)])
+
+
+def batches(data: Batch, batch_size: int, order: torch.Tensor, device: torch.device):
     for i in range(0, len(order), batch_size):
         idx = order[i:i + batch_size]
         yield tuple(t[idx].to(device) for t in data)
@@ -64,7 +83,7 @@ def fit(model: nn.Module, train: Batch, val: Batch, train_loss: LossFn, val_loss
     for epoch in bar:
         model.train()
         total, count = 0.0, 0
-        for batch in _batches(train, cfg.batch_size, torch.randperm(len(train[0]), generator=gen),
+        for batch in batches(train, cfg.batch_size, torch.randperm(len(train[0]), generator=gen),
                               device):
             loss = train_loss(batch)
             opt.zero_grad(set_to_none=True)
@@ -74,7 +93,7 @@ def fit(model: nn.Module, train: Batch, val: Batch, train_loss: LossFn, val_loss
             count += len(batch[0])
         model.eval()
         v_total = sum(val_loss(b).item() * len(b[0])
-                      for b in _batches(val, cfg.batch_size, torch.arange(len(val[0])), device))
+                      for b in batches(val, cfg.batch_size, torch.arange(len(val[0])), device))
         hist.train_loss.append(total / count)
         hist.val_loss.append(v_total / len(val[0]))
         hist.lr.append(opt.param_groups[0]["lr"])

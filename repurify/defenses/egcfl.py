@@ -1,0 +1,163 @@
+"""EGC-FL: ensemble generative cleaning with feedback loops (Yuan & He, CVPR 2020).
+
+The attacked image X* passes the pre-processing convolution P and the
+transformed deadzone layer Phi (T, eta, T^-1; Sec. 3.2) to give X~. The
+generative cleaning network G, with converters U, V, W, produces estimates
+
+    X_bar_k = G{ W[ V(X~) (+) U(X_bar_{k-1}) ] }      (Eq. 1, X_bar_0 = X~)
+
+which the accumulative fusion network Gamma merges, X_hat_k = Gamma(X_hat_{k-1},
+X_bar_k) (Eq. 2, X_hat_1 = X_bar_1). Training minimises Eq. 6,
+L = l1 L_P + l2 L_A + l3 L_C (all lambdas 1/3): the perceptual loss on F_beta
+features of the fused image (Eq. 7), the L2 distance of G's estimate to the
+clean image (Eq. 8) and the frozen classifier's cross-entropy on the fused
+image (Eq. 9), each averaged over the K generations, on PGD examples (K = 3).
+
+The paper specifies none of the networks beyond their roles: P is one 3x3
+convolution initialised to the identity, G a DUNET-style U-net (HGD's, with
+its residual output), U and V a 3x3 convolution + ReLU each, W a 3x3
+convolution back to image channels, and Gamma three 3x3 convolutions adding a
+correction to X_hat_{k-1}. Squared norms are means over elements.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from repurify.defenses.base import Purifier
+from repurify.defenses.dct import BlockDCT, deadzone
+from repurify.defenses.fitting import FitHistory, fit, pgd_examples, split_validation
+from repurify.defenses.hgd import DUNET
+from repurify.defenses.perceptual import feature_network
+from repurify.models.classifier import Classifier
+from repurify.params import EgcflSpec
+
+
+class TDZ(nn.Module):
+    """Phi: orthonormal blockwise DCT T, deadzone eta, and (``inverse``) T^-1 back to pixels.
+
+    ``transform=False`` applies eta to the pixels (Table 7, "without transform")."""
+
+    def __init__(self, block: int, delta: float, transform: bool = True, inverse: bool = True) -> None:
+        super().__init__()
+        self.delta, self.inverse = delta, inverse
+        self.T = BlockDCT(block) if transform else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.T is None:
+            return deadzone(x, self.delta)
+        size = x.shape[-2:]
+        coeffs = deadzone(self.T(x), self.delta)  # Eq. 3: eta(T . X*)
+        return self.T.inverse(coeffs, size) if self.inverse else coeffs[..., :size[0], :size[1]]
+
+
+def _conv_relu(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU(inplace=True))
+
+
+class Fusion(nn.Module):
+    """Gamma: X_hat_k = Gamma(X_hat_{k-1}, X_bar_k) (Eq. 2)."""
+
+    def __init__(self, channels: int, width: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(_conv_relu(2 * channels, width), _conv_relu(width, width),
+                                 nn.Conv2d(width, channels, 3, padding=1))
+
+    def forward(self, x_hat: torch.Tensor, x_bar: torch.Tensor) -> torch.Tensor:
+        return (x_hat + self.net(torch.cat([x_hat, x_bar], 1))).clamp(0, 1)
+
+
+class EGCFL(Purifier):
+    """P, Phi, G with the feedback loop U, V, W, and Gamma; ``generations`` = K at test time."""
+
+    differentiable = False  # the deadzone switches to BPDA in adaptive attacks
+    autograd_protocol = True  # the paper attacked it white-box through autograd's gradients
+
+    def __init__(self, spec: EgcflSpec, channels: int) -> None:
+        super().__init__()
+        self.generations, self.feedback = spec.generations, spec.feedback
+        self.P = nn.Conv2d(channels, channels, 3, padding=1)
+        nn.init.dirac_(self.P.weight)
+        nn.init.zeros_(self.P.bias)
+        self.Phi = TDZ(spec.block, spec.delta, spec.transform, spec.inverse)
+        self.G = DUNET(channels, spec.widths)
+        if self.feedback:
+            self.U = _conv_relu(channels, spec.converter_width)
+            self.V = _conv_relu(channels, spec.converter_width)
+            self.W = nn.Conv2d(2 * spec.converter_width, channels, 3, padding=1)
+            self.Gamma = Fusion(channels, spec.widths[0])
+
+    def estimates(self, x: torch.Tensor, k: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """(X_bar_1..k, X_hat_1..k); without feedback, one pass of G serves as both."""
+        x_tilde = self.Phi(self.P(x))
+        if not self.feedback:
+            x_hat = self.G(x_tilde)
+            return [x_hat], [x_hat]
+        v = self.V(x_tilde)
+        x_bar, bars, hats = x_tilde, [], []
+        for _ in range(k):
+            x_bar = self.G(self.W(torch.cat([v, self.U(x_bar)], 1)))  # Eq. 1
+            hats.append(x_bar if not hats else self.Gamma(hats[-1], x_bar))  # Eq. 2
+            bars.append(x_bar)
+        return bars, hats
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.estimates(x, self.generations)[1][-1]
+
+
+class EgcflLoss(nn.Module):
+    """Eq. 6: l1 L_P + l2 L_A + l3 L_C over the K generations; also returns the three terms."""
+
+    def __init__(self, net: EGCFL, F_beta: nn.Module, C: Classifier, spec: EgcflSpec) -> None:
+        super().__init__()
+        self.net, self.F_beta, self.C = net, F_beta, C
+        self.k, self.lambdas = spec.generations, spec.lambdas
+
+    def terms(self, x_adv: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        bars, hats = self.net.estimates(x_adv, self.k)
+        with torch.no_grad():
+            f_x = self.F_beta(x)
+        L_P = torch.stack([F.mse_loss(self.F_beta(h), f_x) for h in hats]).mean()  # Eq. 7
+        L_A = torch.stack([F.mse_loss(b, x) for b in bars]).mean()  # Eq. 8
+        L_C = torch.stack([F.cross_entropy(self.C(h), y) for h in hats]).mean()  # Eq. 9
+        return torch.stack([L_P, L_A, L_C])
+
+    def forward(self, x_adv: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return (torch.tensor(self.lambdas, device=x.device) * self.terms(x_adv, x, y)).sum()
+
+
+def build_egcfl(spec: EgcflSpec, channels: int) -> EGCFL:
+    return EGCFL(spec, channels)
+
+
+def train_egcfl(spec: EgcflSpec, x: torch.Tensor, y: torch.Tensor, classifiers: dict[str, Classifier],
+                *, device: torch.device, gen: torch.Generator) -> tuple[EGCFL, FitHistory, dict]:
+    """Fit on PGD examples of the first ``training.train_limit`` images of ``x`` ([0,1]), crafted
+    on ``spec.source``; keep the weights with the lowest validation loss."""
+    cfg = spec.training
+    F_beta = feature_network(spec.perceptual, spec.vgg_layer, classifiers["target"]).to(device)
+    x, y = x[:cfg.train_limit], y[:cfg.train_limit]
+    x_adv = pgd_examples(classifiers[spec.source], x, y, spec.attack, gen, cfg.batch_size, device)
+    train_idx, val_idx = split_validation(len(y), cfg.val_fraction, gen)
+    net = build_egcfl(spec, x.shape[1])
+    loss = EgcflLoss(net, F_beta, classifiers["target"].to(device), spec)
+
+    def train_loss(batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        return loss(*batch)
+
+    def val_loss(batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        with torch.no_grad():
+            return loss(*batch)
+
+    data = (x_adv, x, y)
+    hist = fit(net, tuple(t[train_idx] for t in data), tuple(t[val_idx] for t in data), train_loss,
+               val_loss, cfg, device=device, gen=gen, desc="EGC-FL")
+    net.eval()
+    with torch.no_grad():  # the restored model's three terms, averaged over validation batches
+        val = [t[val_idx] for t in data]
+        terms = torch.stack([loss.terms(*(t[i:i + cfg.batch_size].to(device) for t in val))
+                             for i in range(0, len(val_idx), cfg.batch_size)]).mean(0)
+    return net, hist, {"train_examples": len(train_idx), "val_examples": len(val_idx),
+                       "val_terms": dict(zip(("L_P", "L_A", "L_C"), terms.tolist(), strict=True))}

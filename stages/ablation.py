@@ -1,0 +1,53 @@
+"""Stage ablation: EGC-FL Gen_k and TDZ noise energy, and retrained defense variants (EGC-FL
+without transform / feedback, GCLN's quantization-step sweep)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from repurify import paths
+from repurify.ablation import run_ablation
+from repurify.data import load_dataset
+from repurify.defenses import load_defense
+from repurify.errors import CheckpointError
+from repurify.io import atomic_dir, load_torch, write_json
+from repurify.models import load_classifier
+from repurify.params import Params
+from repurify.runtime import resolve_device, seed_everything
+from repurify.tracking import stage_run
+from repurify.training import to_unit
+from stages._cli import run_stage
+
+
+def ablation(params: Params, args: argparse.Namespace) -> None:
+    profile, prof = params.profile, params.active
+    device = resolve_device(args.device)
+    ds = load_dataset(paths.path(paths.DATASET, profile))
+    classifiers = {role: load_classifier(paths.path(paths.CLASSIFIER, profile, role=role),
+                                         expect={"arch": getattr(prof.classifiers, role).arch})
+                   .eval().requires_grad_(False) for role in paths.ROLES}
+    f = paths.path(paths.ADVERSARIAL, profile, role="target")
+    cached = load_torch(f, produced_by="generate_attacks")
+    if not isinstance(cached, dict) or "adversarial" not in cached:
+        raise CheckpointError(f"{f}: not a generate_attacks output; rerun that stage")
+    egcfl = load_defense(paths.path(paths.DEFENSE, profile, defense="egcfl"), prof.defenses["egcfl"],
+                         "egcfl", tuple(ds.image_shape))
+    s = ds.split
+    seed_everything(params.seed)
+    with stage_run("ablation", params) as run, atomic_dir(paths.path(paths.ABLATION, profile)) as out:
+        result = run_ablation(prof, classifiers, egcfl, (to_unit(s.x_train), s.y_train),
+                              (to_unit(s.x_test), s.y_test), cached["adversarial"],
+                              num_classes=ds.num_classes, seed=params.seed, device=device, out_dir=out)
+        write_json(paths.path(paths.ABLATION_METRICS, profile), result)
+        for r in result["rows"]:
+            source = r.get("source", "adaptive" if r["threat_model"] == "whitebox" else "")
+            run.log_metric(f"ablation.{r['variant']}.{r['threat_model']}{source and '.' + source}."
+                           f"{r['attack']}", r["accuracy"])
+        if "noise_energy" in result:
+            run.log_metric("ablation.noise_energy_ratio", result["noise_energy"]["ratio"])
+        print(f"ablation: {len(prof.ablation.variants)} variants, {len(result['rows'])} rows")
+
+
+if __name__ == "__main__":
+    sys.exit(run_stage("ablation", __doc__, ablation))
