@@ -43,7 +43,8 @@ def variant_rows(variant: str, purifier: Purifier, target: Classifier, profile: 
                          "accuracy": agreement(predict(defended, adv, ev.batch_size), y[:len(adv)])})
     whitebox = [(a, s) for a, s in specs if "whitebox" in s.threat_models]
     rows += whitebox_rows(defended, whitebox, x, y, num_classes=num_classes,
-                          batch_size=ev.batch_size, eot_samples=ev.eot_samples, seed=seed)
+                          batch_size=ev.batch_size, eot_samples=ev.eot_samples, seed=seed,
+                          autograd_attacks=ev.autograd_attacks)
     return [{"variant": variant, **r} for r in rows]
 
 

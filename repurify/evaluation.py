@@ -89,22 +89,25 @@ def evaluate_defense(defended: DefendedModel, profile: ProfileParams, data: Eval
 
     rows += whitebox_rows(defended, list(_attacks(profile, "whitebox")), x, y,
                           num_classes=data.num_classes, batch_size=ev.batch_size,
-                          eot_samples=ev.eot_samples, seed=seed)
+                          eot_samples=ev.eot_samples, seed=seed, autograd_attacks=ev.autograd_attacks)
     return {"clean_accuracy": clean, "n": len(y), "randomized": defended.randomized,
             "differentiable": defended.purifier.differentiable, "results": rows}
 
 
 def whitebox_rows(defended: DefendedModel, specs: list[tuple[str, Any]], x: torch.Tensor,
                   y: torch.Tensor, *, num_classes: int, batch_size: int, eot_samples: int,
-                  seed: int) -> list[dict[str, Any]]:
+                  seed: int, autograd_attacks: list[str] | None = None) -> list[dict[str, Any]]:
     """Adaptive attacks on purifier + classifier: BPDA at non-differentiable layers, EOT over
-    the randomness of randomized purifiers. ``x`` is on the model's device, ``y`` on the CPU."""
+    the randomness of randomized purifiers. ``x`` is on the model's device, ``y`` on the CPU.
+    An ``autograd_protocol`` purifier is also attacked through autograd's gradients by the
+    ``autograd_attacks`` (None: all)."""
     attacked: nn.Module = EOT(defended, eot_samples) if defended.randomized else defended
-    protocols = [True, False] if defended.purifier.autograd_protocol else [True]
     rows = []
     for name, spec in tqdm(specs, desc="white-box", disable=None, leave=False):
         n = min(len(y), spec.n or len(y))
-        for adaptive in protocols:  # BPDA at the layer, or the paper's autograd gradients
+        also_autograd = defended.purifier.autograd_protocol and (
+            autograd_attacks is None or name in autograd_attacks)
+        for adaptive in (True, False) if also_autograd else (True,):  # BPDA, or autograd's
             with bpda(adaptive):
                 adv, targets = run_attack(spec, attacked, x[:n], y[:n].to(x.device),
                                           num_classes=num_classes, batch_size=batch_size, seed=seed,

@@ -202,6 +202,9 @@ class EvaluationParams(_Strict):
     batch_size: int = Field(gt=0)
     eot_samples: int = Field(gt=0)
     papernot: PapernotParams
+    # white-box attacks also run through autograd's own gradients at the non-differentiable layers
+    # of purifiers whose papers did so (EGC-FL, GCLN); None: every white-box attack
+    autograd_attacks: list[str] | None = None
 
 
 class NoneSpec(_Strict):
@@ -399,6 +402,8 @@ class ProfileParams(_Strict):
         unknown = [a for a in self.evaluation.papernot.attacks if a not in self.attacks]
         if unknown:
             raise ValueError(f"evaluation.papernot.attacks: {unknown} are not keys of attacks")
+        if unknown := [a for a in self.evaluation.autograd_attacks or [] if a not in self.attacks]:
+            raise ValueError(f"evaluation.autograd_attacks: {unknown} are not keys of attacks")
         tr = self.transfer
         if unknown := [a for a in tr.attacks if a not in self.attacks]:
             raise ValueError(f"transfer.attacks: {unknown} are not keys of attacks")
@@ -411,6 +416,10 @@ class ProfileParams(_Strict):
                                      f"choose from {tr.names()}")
             if entry.defense == "hgd" and len(entry.trained_on) != 1:
                 raise ValueError(f"transfer.grid.{i}.trained_on: HGD is guided by one classifier")
+        egcfl = self.defenses["egcfl"]
+        if egcfl.feedback and egcfl.converter_width < self.data.channels:
+            raise ValueError(f"defenses.egcfl.converter_width: {egcfl.converter_width} is below the "
+                             f"{self.data.channels} image channels U and V must carry")
         self._check_ablation()
         return self
 

@@ -145,3 +145,19 @@ def test_evaluate_refuses_a_defense_trained_with_other_params(workdir: Path) -> 
     assert "loss: trained with 'lgd', params say 'cgd'" in res.stderr
     assert "rerun the `train_defense_hgd` stage" in res.stderr
     assert not (workdir / "metrics" / "smoke" / "eval").exists()
+
+
+def test_missing_vgg19_weights_fail_before_training(workdir: Path, tmp_path: Path) -> None:
+    for stage in ("fetch_data", "train_classifier"):
+        assert _run(workdir, stage, "--profile", "smoke").returncode == 0
+    _edit_profile(workdir, "smoke", "perceptual: target_features", "perceptual: vgg19")  # egcfl's
+    home = tmp_path / "torch_home"
+    env = {**stage_env(ROOT), "TORCH_HOME": str(home), "HTTPS_PROXY": "http://127.0.0.1:9",
+           "https_proxy": "http://127.0.0.1:9"}  # offline: the download is refused at once
+    res = subprocess.run([sys.executable, "-m", "stages.train_defense", "--profile", "smoke",
+                          "--defense", "egcfl"], cwd=workdir, capture_output=True, text=True, env=env,
+                         timeout=300)
+    assert res.returncode == 2, res.stderr
+    assert f"VGG-19 ImageNet weights not found at {home / 'hub/checkpoints/vgg19-dcbb9e9d.pth'}" in res.stderr
+    assert "perceptual: target_features" in res.stderr
+    assert not (workdir / "data" / "smoke" / "defenses").exists()

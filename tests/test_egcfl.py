@@ -71,14 +71,24 @@ def test_without_feedback_is_one_pass_of_G() -> None:
     assert not hasattr(net, "Gamma")
     x = torch.rand(2, 1, 16, 16)
     bars, hats = net.estimates(x, 3)
-    assert hats == bars
+    assert len(hats) == 1 and hats[0] is bars[0]
     assert len(bars) == 1 and torch.equal(net(x), net.G(net.Phi(net.P(x))))
 
 
-def test_P_starts_as_the_identity() -> None:
-    net = EGCFL(_spec(), 3)
-    x = torch.rand(2, 3, 16, 16)
+@pytest.mark.parametrize("channels", [1, 3])
+def test_every_network_starts_as_an_identity(channels: int) -> None:
+    """Untrained, every estimate is the TDZ output: training starts from it, not from noise."""
+    net = EGCFL(_spec(), channels).eval()
+    x = torch.rand(2, channels, 16, 16)
     assert torch.allclose(net.P(x), x, atol=1e-6)
+    bars, hats = net.estimates(x, 3)
+    tdz = net.Phi(x).clamp(0, 1)
+    assert all(torch.allclose(t, tdz, atol=1e-5) for t in (*bars, *hats))
+
+
+def test_converters_must_carry_the_image_channels() -> None:
+    with pytest.raises(ValueError, match="converter_width"):
+        EGCFL(_spec(converter_width=2), 3)
 
 
 def test_each_loss_term() -> None:

@@ -52,6 +52,12 @@ def test_quantized_transform_output_has_quantized_coefficients() -> None:
     assert (out - x).abs().max() > 0
 
 
+def test_generator_starts_as_the_quantized_transform() -> None:
+    G = Generator(_spec(), 3).eval()
+    x = torch.rand(2, 3, 16, 16)
+    assert torch.allclose(G(x), G.quantized_transform(x).clamp(0, 1), atol=1e-6)
+
+
 def test_q_is_read_in_the_papers_notation() -> None:
     assert abs(_spec().q - 10 / 255) < 1e-12
 

@@ -98,6 +98,7 @@ def test_yaml_exponent_floats_are_numbers(tmp_path: Path) -> None:
         ("profiles.digits.defenses.egcfl.lambdas", [0.5, 0.5], "at least 3 items"),
         ("profiles.digits.defenses.egcfl.perceptual", "vgg16", "'vgg19' or 'target_features'"),
         ("profiles.digits.defenses.egcfl.generations", 0, "greater than 0"),
+        ("profiles.cifar10.defenses.egcfl.converter_width", 2, "below the 3 image channels"),
         ("profiles.digits.defenses.gcln.q", "10/0", "division by zero"),
         ("profiles.digits.defenses.gcln.lam", 1.5, "less than or equal to 1"),
         ("profiles.digits.defenses.gcln.vgg_layer", "relu9_9", "'relu1_2'"),

@@ -14,10 +14,13 @@ clean image (Eq. 8) and the frozen classifier's cross-entropy on the fused
 image (Eq. 9), each averaged over the K generations, on PGD examples (K = 3).
 
 The paper specifies none of the networks beyond their roles: P is one 3x3
-convolution initialised to the identity, G a DUNET-style U-net (HGD's, with
-its residual output), U and V a 3x3 convolution + ReLU each, W a 3x3
-convolution back to image channels, and Gamma three 3x3 convolutions adding a
-correction to X_hat_{k-1}. Squared norms are means over elements.
+convolution, G a DUNET-style U-net (HGD's, with its residual output), U and V
+a 3x3 convolution + ReLU each, W a 3x3 convolution back to image channels, and
+Gamma three 3x3 convolutions adding a correction to the mean of its inputs.
+Each starts as an identity (P and G pass the image, U and V copy it into their
+first channels, W averages the two copies, Gamma's correction is zero), so
+training starts from the TDZ output rather than from noise. Squared norms are
+means over elements.
 """
 
 from __future__ import annotations
@@ -57,16 +60,30 @@ def _conv_relu(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU(inplace=True))
 
 
+def _copy_channels(conv: nn.Conv2d, sources: list[list[int]], scale: float = 1.0) -> nn.Conv2d:
+    """Output channel o starts as ``scale`` times the sum of input channels ``sources[o]`` (centre
+    tap only); the remaining output channels keep their random initialisation."""
+    with torch.no_grad():
+        for o, inputs in enumerate(sources):
+            conv.weight[o].zero_()
+            conv.bias[o] = 0
+            for i in inputs:
+                conv.weight[o, i, 1, 1] = scale
+    return conv
+
+
 class Fusion(nn.Module):
-    """Gamma: X_hat_k = Gamma(X_hat_{k-1}, X_bar_k) (Eq. 2)."""
+    """Gamma: X_hat_k = Gamma(X_hat_{k-1}, X_bar_k) (Eq. 2), a learned correction of their mean."""
 
     def __init__(self, channels: int, width: int) -> None:
         super().__init__()
-        self.net = nn.Sequential(_conv_relu(2 * channels, width), _conv_relu(width, width),
-                                 nn.Conv2d(width, channels, 3, padding=1))
+        last = nn.Conv2d(width, channels, 3, padding=1)
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+        self.net = nn.Sequential(_conv_relu(2 * channels, width), _conv_relu(width, width), last)
 
     def forward(self, x_hat: torch.Tensor, x_bar: torch.Tensor) -> torch.Tensor:
-        return (x_hat + self.net(torch.cat([x_hat, x_bar], 1))).clamp(0, 1)
+        return ((x_hat + x_bar) / 2 + self.net(torch.cat([x_hat, x_bar], 1))).clamp(0, 1)
 
 
 class EGCFL(Purifier):
@@ -78,15 +95,21 @@ class EGCFL(Purifier):
     def __init__(self, spec: EgcflSpec, channels: int) -> None:
         super().__init__()
         self.generations, self.feedback = spec.generations, spec.feedback
-        self.P = nn.Conv2d(channels, channels, 3, padding=1)
-        nn.init.dirac_(self.P.weight)
-        nn.init.zeros_(self.P.bias)
+        cw = spec.converter_width
+        if self.feedback and cw < channels:
+            raise ValueError(f"converter_width ({cw}) must be at least the image channels ({channels})")
+        self.P = _copy_channels(nn.Conv2d(channels, channels, 3, padding=1), [[c] for c in range(channels)])
         self.Phi = TDZ(spec.block, spec.delta, spec.transform, spec.inverse)
         self.G = DUNET(channels, spec.widths)
+        nn.init.zeros_(self.G.head.weight)  # G starts as the identity: its noise estimate is 0
+        nn.init.zeros_(self.G.head.bias)
         if self.feedback:
-            self.U = _conv_relu(channels, spec.converter_width)
-            self.V = _conv_relu(channels, spec.converter_width)
-            self.W = nn.Conv2d(2 * spec.converter_width, channels, 3, padding=1)
+            copy = [[c] for c in range(channels)]
+            self.U = nn.Sequential(_copy_channels(nn.Conv2d(channels, cw, 3, padding=1), copy), nn.ReLU())
+            self.V = nn.Sequential(_copy_channels(nn.Conv2d(channels, cw, 3, padding=1), copy), nn.ReLU())
+            self.W = nn.Conv2d(2 * cw, channels, 3, padding=1)
+            nn.init.zeros_(self.W.weight)  # W[V(X~) (+) U(X_bar)] starts as (X~ + X_bar) / 2
+            _copy_channels(self.W, [[c, cw + c] for c in range(channels)], scale=0.5)
             self.Gamma = Fusion(channels, spec.widths[0])
 
     def estimates(self, x: torch.Tensor, k: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:

@@ -11,7 +11,8 @@ D(G(x*)) against the label "clean" (Eq. 5). Recovered images that the target
 classifier C_alpha classifies correctly join the clean set Omega^o on the fly.
 
 The paper gives no architectures: the cleaning network is a DUNET-style U-net
-(HGD's, residual output) and D a stack of strided 4x4 convolutions with leaky
+(HGD's, residual output, its noise estimate initialised to 0 so G starts as the
+quantized transform) and D a stack of strided 4x4 convolutions with leaky
 ReLUs and a linear logit (a DCGAN discriminator). L_P's norm is divided by the
 square root of the feature count, so lambda weighs it like a per-pixel loss.
 The weights with the lowest validation L_P are kept.
@@ -54,6 +55,8 @@ class Generator(Purifier):
         super().__init__()
         self.quantized_transform = QuantizedTransform(spec.block, spec.q)
         self.cleaner = DUNET(channels, spec.widths)
+        nn.init.zeros_(self.cleaner.head.weight)  # starts as the quantized transform alone
+        nn.init.zeros_(self.cleaner.head.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.cleaner(self.quantized_transform(x))
