@@ -89,6 +89,21 @@ EVALUATIONS = tuple(paths.EVALUATION.replace("{defense}", d) for d in paths.DEFE
 ATTACK_CODE = ("repurify/attacks/*.py", "repurify/evaluation.py", "repurify/blackbox.py",
                "repurify/training.py")
 
+def _experiment_stage(name: str, deps: tuple[str, ...], out_dir: str, metrics: str) -> Stage:
+    """A stage that retrains defense variants (transfer grid, ablations) into one folder output."""
+    return Stage(
+        name=name,
+        code=(*ATTACK_CODE, "repurify/defenses/*.py", f"repurify/{name}.py"),
+        deps=(paths.DATASET, *CLASSIFIERS, *deps),
+        params=("/seed", name, "attacks", "evaluation", "classifiers",
+                *(f"defenses.{d}" for d in paths.TRAINED_DEFENSES)),
+        outs=(),
+        out_dirs=(out_dir,),
+        metrics=(metrics,),
+        resources=Resources(gpu=1, mem_mb=16000, runtime_min=1440, threads=4),
+    )
+
+
 STAGES: tuple[Stage, ...] = (
     Stage(
         name="fetch_data",
@@ -146,29 +161,10 @@ STAGES: tuple[Stage, ...] = (
         )
         for defense in paths.DEFENSES
     ),
-    Stage(
-        name="transfer",
-        code=(*ATTACK_CODE, "repurify/defenses/*.py", "repurify/transfer.py"),
-        deps=(paths.DATASET, *CLASSIFIERS),
-        params=("/seed", "transfer", "attacks", "evaluation", "classifiers",
-                *(f"defenses.{d}" for d in paths.TRAINED_DEFENSES)),
-        outs=(),
-        out_dirs=(paths.TRANSFER,),
-        metrics=(paths.TRANSFER_METRICS,),
-        resources=Resources(gpu=1, mem_mb=16000, runtime_min=1440, threads=4),
-    ),
-    Stage(
-        name="ablation",
-        code=(*ATTACK_CODE, "repurify/defenses/*.py", "repurify/ablation.py"),
-        deps=(paths.DATASET, *CLASSIFIERS, paths.ADVERSARIAL.replace("{role}", "target"),
-              paths.DEFENSE.replace("{defense}", "egcfl")),
-        params=("/seed", "ablation", "attacks", "evaluation", "classifiers",
-                *(f"defenses.{d}" for d in paths.TRAINED_DEFENSES)),
-        outs=(),
-        out_dirs=(paths.ABLATION,),
-        metrics=(paths.ABLATION_METRICS,),
-        resources=Resources(gpu=1, mem_mb=16000, runtime_min=1440, threads=4),
-    ),
+    _experiment_stage("transfer", deps=(), out_dir=paths.TRANSFER, metrics=paths.TRANSFER_METRICS),
+    _experiment_stage("ablation", deps=(paths.ADVERSARIAL.replace("{role}", "target"),
+                                        paths.DEFENSE.replace("{defense}", "egcfl")),
+                      out_dir=paths.ABLATION, metrics=paths.ABLATION_METRICS),
     Stage(
         name="report",
         code=("repurify/report.py",),
