@@ -98,13 +98,13 @@ class EGCFL(Purifier):
         cw = spec.converter_width
         if self.feedback and cw < channels:
             raise ValueError(f"converter_width ({cw}) must be at least the image channels ({channels})")
-        self.P = _copy_channels(nn.Conv2d(channels, channels, 3, padding=1), [[c] for c in range(channels)])
+        copy = [[c] for c in range(channels)]  # every network starts as an identity (see above)
+        self.P = _copy_channels(nn.Conv2d(channels, channels, 3, padding=1), copy)
         self.Phi = TDZ(spec.block, spec.delta, spec.transform, spec.inverse)
         self.G = DUNET(channels, spec.widths)
         nn.init.zeros_(self.G.head.weight)  # G starts as the identity: its noise estimate is 0
         nn.init.zeros_(self.G.head.bias)
         if self.feedback:
-            copy = [[c] for c in range(channels)]
             self.U = nn.Sequential(_copy_channels(nn.Conv2d(channels, cw, 3, padding=1), copy), nn.ReLU())
             self.V = nn.Sequential(_copy_channels(nn.Conv2d(channels, cw, 3, padding=1), copy), nn.ReLU())
             self.W = nn.Conv2d(2 * cw, channels, 3, padding=1)
