@@ -147,3 +147,21 @@ def test_train_gcln_records_both_players() -> None:
     assert len(hist.val_loss) == 2 and hist.best_val_loss == min(hist.val_loss)
     assert len(info["detector_pretrain_loss"]) == 2 and len(info["detector_loss"]) == 2
     assert isinstance(G, Generator)
+
+
+def test_losses_are_equations_3_to_6() -> None:
+    C = _classifier()
+    spec = _spec(lam=0.3)
+    G, D = Generator(spec, 1).train(), Detector(1, [8], 16)
+    f = feature_network("target_features", "relu3_4", C)
+    step = GclnTraining(G, D, f, C, spec, capacity=64, gen=torch.Generator().manual_seed(0))
+    x_o, x_adv = torch.rand(6, 1, 16, 16), torch.rand(6, 1, 16, 16)
+    loss = step((x_adv, x_o, torch.zeros(6, dtype=torch.long)))
+    with torch.no_grad():
+        x_bar = G(x_adv)
+        p_clean = torch.sigmoid(D(x_bar))  # D after its own update in this step
+        L_A = -torch.log(p_clean).mean()  # Eq. 5: cross-entropy against "clean"
+        L_P = ((f(x_o) - f(x_bar)).flatten(1).norm(dim=1) / f(x_o)[0].numel() ** 0.5).mean()  # Eq. 4
+        assert torch.allclose(loss, 0.3 * L_P + 0.7 * L_A, atol=1e-5)  # Eq. 3
+        eq6 = torch.log(torch.sigmoid(D(x_o))).mean() + torch.log(1 - torch.sigmoid(D(x_bar))).mean()
+        assert torch.allclose(detector_loss(D, x_o, x_bar), -eq6, atol=1e-5)  # D maximises Eq. 6
