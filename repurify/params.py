@@ -428,6 +428,9 @@ class ProfileParams(_Strict):
         named = [*ab.attacks, *([ab.noise_attack] if ab.noise_attack else [])]
         if unknown := [a for a in named if a not in self.attacks]:
             raise ValueError(f"ablation.attacks: {unknown} are not keys of attacks")
+        if ab.n > self.evaluation.n:
+            raise ValueError(f"ablation.n: {ab.n} exceeds evaluation.n ({self.evaluation.n}), the images "
+                             "with cached oblivious examples")
         names = [v.name for v in ab.variants]
         if dupes := sorted({n for n in names if names.count(n) > 1}):
             raise ValueError(f"ablation.variants: names {dupes} are used twice")

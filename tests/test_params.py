@@ -103,6 +103,7 @@ def test_yaml_exponent_floats_are_numbers(tmp_path: Path) -> None:
         ("profiles.digits.defenses.gcln.lam", 1.5, "less than or equal to 1"),
         ("profiles.digits.defenses.gcln.vgg_layer", "relu9_9", "'relu1_2'"),
         ("profiles.digits.ablation.attacks", ["pgd", "nope"], "not keys of attacks"),
+        ("profiles.digits.ablation.n", 5000, "exceeds evaluation.n"),
         ("profiles.digits.classifiers.target.arch", "vit_h14", "unknown architecture"),
         ("profiles.digits.classifiers.target.optimizer", "lion", "'sgd' or 'adam'"),
         ("seed", -1, "greater than or equal to 0"),
