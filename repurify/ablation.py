@@ -31,14 +31,15 @@ def variant_rows(variant: str, purifier: Purifier, target: Classifier, profile: 
                  num_classes: int, seed: int, device: torch.device) -> list[dict[str, Any]]:
     """Clean, oblivious and white-box rows for one purifier in front of ``target``."""
     ab, ev = profile.ablation, profile.evaluation
+    n = ab.n or ev.n
     defended = DefendedModel(purifier, target).to(device).eval()
-    x, y = test[0][:ab.n].to(device), test[1][:ab.n]
+    x, y = test[0][:n].to(device), test[1][:n]
     rows = [{"attack": "clean", "threat_model": "none",
              "accuracy": agreement(predict(defended, x, ev.batch_size), y), "n": len(y)}]
     specs = [(a, profile.attacks[a]) for a in ab.attacks]
     for name, spec in specs:
         if "oblivious" in spec.threat_models:
-            adv = oblivious[name][:ab.n].to(device)
+            adv = oblivious[name][:n].to(device)
             rows.append({"attack": name, "threat_model": "oblivious", "n": len(adv),
                          "accuracy": agreement(predict(defended, adv, ev.batch_size), y[:len(adv)])})
     whitebox = [(a, s) for a, s in specs if "whitebox" in s.threat_models]
@@ -83,7 +84,7 @@ def run_ablation(profile: ProfileParams, classifiers: dict[str, Classifier], egc
     if ab.noise_attack:
         spec = profile.defenses["egcfl"]
         tdz = TDZ(spec.block, spec.delta, spec.transform, spec.inverse)
-        adv = oblivious[ab.noise_attack][:ab.n]
+        adv = oblivious[ab.noise_attack][:ab.n or profile.evaluation.n]
         result["noise_energy"] = {"attack": ab.noise_attack,
                                   **noise_energy(tdz, test[0][:len(adv)], adv)}
     return result

@@ -372,7 +372,7 @@ class AblationParams(_Strict):
     generations: list[Annotated[int, Field(gt=0)]] = []  # K values for the trained egcfl slot
     variants: list[AblationVariant] = []
     attacks: list[str] = []  # keys of attacks: oblivious (cached) and white-box rows per variant
-    n: int = Field(default=100, gt=0)  # test images per variant (and for the noise energy)
+    n: int | None = Field(default=None, gt=0)  # test images per variant; None: evaluation.n
     noise_attack: str | None = None  # EGC-FL Fig. 4: noise energy before/after TDZ on its examples
 
 
@@ -428,7 +428,7 @@ class ProfileParams(_Strict):
         named = [*ab.attacks, *([ab.noise_attack] if ab.noise_attack else [])]
         if unknown := [a for a in named if a not in self.attacks]:
             raise ValueError(f"ablation.attacks: {unknown} are not keys of attacks")
-        if ab.n > self.evaluation.n:
+        if ab.n is not None and ab.n > self.evaluation.n:
             raise ValueError(f"ablation.n: {ab.n} exceeds evaluation.n ({self.evaluation.n}), the images "
                              "with cached oblivious examples")
         names = [v.name for v in ab.variants]
