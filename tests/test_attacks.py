@@ -18,7 +18,8 @@ from repurify.params import ClassifierParams, CwL2Spec, DataParams, PgdSpec
 from repurify.runtime import seed_everything
 from repurify.training import train_classifier
 
-EPS, STEP, STEPS = 0.08, 0.01, 20  # 20 steps: random starts move PGD < 0.5 pt
+EPS, STEP, STEPS = 0.08, 0.01, 20
+PGD_DRAWS = 8  # random starts averaged when comparing PGD with ART
 
 
 @pytest.fixture(scope="module")
@@ -78,26 +79,34 @@ def test_iterative_attacks_match_art_within_one_point(setup, kind: str) -> None:
 
     model, x, y = setup
     clf = _art(model)
-    if kind == "bim":
-        ours = bim(model, x, Goal(y), norm="linf", eps=EPS, step_size=STEP, steps=STEPS,
-                   early_stop=False, gen=_gen())
-        art = BasicIterativeMethod(clf, eps=EPS, eps_step=STEP, max_iter=STEPS, batch_size=512,
-                                   verbose=False)
-    elif kind == "pgd":
-        ours = pgd(model, x, Goal(y), norm="linf", eps=EPS, step_size=STEP, steps=STEPS,
-                   restarts=1, early_stop=False, gen=_gen())
-        art = ProjectedGradientDescent(clf, norm=np.inf, eps=EPS, eps_step=STEP, max_iter=STEPS,
-                                       num_random_init=1, batch_size=512, verbose=False)
-    else:
-        ours = mifgsm(model, x, Goal(y), norm="linf", eps=EPS, step_size=STEP, steps=STEPS,
-                      decay=1.0, early_stop=False, gen=_gen())
-        art = MomentumIterativeMethod(clf, norm=np.inf, eps=EPS, eps_step=STEP, max_iter=STEPS,
-                                      decay=1.0, batch_size=512, verbose=False)
-    theirs = torch.from_numpy(art.generate(x.numpy(), y=y.numpy()))
-    acc_ours, acc_theirs = _acc(model, ours, y), _acc(model, theirs, y)
-    assert abs(acc_ours - acc_theirs) <= 0.01 + 1e-9, (acc_ours, acc_theirs)
+    # one PGD random start moves robust accuracy by ~0.5 pt (std) in either implementation, so
+    # single draws differ by > 1 pt about a quarter of the time: compare means over PGD_DRAWS
+    # starts (std of the difference ~0.3 pt). BIM and MI-FGSM are deterministic.
+    accs = []
+    for seed in range(PGD_DRAWS if kind == "pgd" else 1):
+        gen = torch.Generator().manual_seed(seed)
+        np.random.seed(seed)  # ART draws its random start from NumPy's global generator
+        if kind == "bim":
+            ours = bim(model, x, Goal(y), norm="linf", eps=EPS, step_size=STEP, steps=STEPS,
+                       early_stop=False, gen=gen)
+            art = BasicIterativeMethod(clf, eps=EPS, eps_step=STEP, max_iter=STEPS, batch_size=512,
+                                       verbose=False)
+        elif kind == "pgd":
+            ours = pgd(model, x, Goal(y), norm="linf", eps=EPS, step_size=STEP, steps=STEPS,
+                       restarts=1, early_stop=False, gen=gen)
+            art = ProjectedGradientDescent(clf, norm=np.inf, eps=EPS, eps_step=STEP, max_iter=STEPS,
+                                           num_random_init=1, batch_size=512, verbose=False)
+        else:
+            ours = mifgsm(model, x, Goal(y), norm="linf", eps=EPS, step_size=STEP, steps=STEPS,
+                          decay=1.0, early_stop=False, gen=gen)
+            art = MomentumIterativeMethod(clf, norm=np.inf, eps=EPS, eps_step=STEP, max_iter=STEPS,
+                                          decay=1.0, batch_size=512, verbose=False)
+        theirs = torch.from_numpy(art.generate(x.numpy(), y=y.numpy()))
+        accs.append((_acc(model, ours, y), _acc(model, theirs, y)))
+        check_adversarial(x, ours, y, y, "linf", EPS, kind)
+    acc_ours, acc_theirs = np.mean(accs, axis=0)
+    assert abs(acc_ours - acc_theirs) <= 0.01 + 1e-9, accs
     assert acc_ours < _acc(model, x, y) - 0.15  # the attack does something
-    check_adversarial(x, ours, y, y, "linf", EPS, kind)
 
 
 def test_targeted_pgd_matches_art(setup) -> None:
