@@ -88,8 +88,9 @@ def render_markdown(profile: str, description: str, classifiers: dict[str, Any],
                     ablation: dict[str, Any] | None = None) -> str:
     """Markdown: classifiers, trained defenses, per defense a table attack x threat model, then
     the model-transfer grid and the ablations."""
-    columns = ["oblivious", "blackbox (transfer)", "blackbox (papernot)", "whitebox",
-               "whitebox (autograd)"]
+    columns = ["oblivious", "blackbox (transfer)", "blackbox (papernot)", "whitebox"]
+    if any(_column(r) == "whitebox (autograd)" for r in rows):
+        columns.append("whitebox (autograd)")
     lines = [f"# repurify report: `{profile}`", "", description, "",
              "Accuracies in %, on the evaluated test images (n per row in summary.json). "
              "*oblivious*: crafted on the bare target; *blackbox (transfer)*: crafted on the "

@@ -84,3 +84,25 @@ def test_report_tables() -> None:
     assert "| pgd | 50.0 | 60.0 | 70.0 | 5.0 |" in md
     assert "| autoattack |  |  |  | 0.0 |" in md
     assert "| target | a | 99.0 |" in md
+
+
+def test_report_autograd_column_and_ablations() -> None:
+    ev = {"clean_accuracy": 0.9, "n": 10, "results": [
+        {"attack": "pgd", "threat_model": "whitebox", "accuracy": 0.2, "n": 10},
+        {"attack": "pgd", "threat_model": "whitebox", "source": "autograd", "accuracy": 0.95, "n": 10},
+    ]}
+    ablation = {"rows": [
+        {"variant": "egcfl_gen1", "attack": "clean", "threat_model": "none", "accuracy": 0.99},
+        {"variant": "egcfl_gen1", "attack": "pgd", "threat_model": "whitebox", "accuracy": 0.4},
+        {"variant": "gcln_q2", "attack": "clean", "threat_model": "none", "accuracy": 0.98},
+        {"variant": "gcln_q2", "attack": "pgd", "threat_model": "whitebox", "source": "autograd",
+         "accuracy": 0.97}],
+        "noise_energy": {"attack": "pgd", "before": [1.0, 2.0], "after": [0.5, 1.0],
+                         "mean_before": 1.5, "mean_after": 0.75, "ratio": 0.5}}
+    md = render_markdown("p", "desc", {}, summary_rows({"gcln": ev}), {}, None, ablation)
+    assert "| attack | oblivious | blackbox (transfer) | blackbox (papernot) | whitebox | " \
+           "whitebox (autograd) |" in md
+    assert "| pgd |  |  |  | 20.0 | 95.0 |" in md
+    assert "| variant | clean | pgd whitebox | pgd whitebox (autograd) |" in md
+    assert "| egcfl_gen1 | 99.0 | 40.0 |  |" in md and "| gcln_q2 | 98.0 |  | 97.0 |" in md
+    assert "1.500 before the TDZ, 0.750 after it (ratio 0.500)" in md
