@@ -105,9 +105,10 @@ def test_detector_shape_and_pretraining_separates_clean_from_attacked() -> None:
 
 def test_clean_set_keeps_the_newest_and_samples_from_them() -> None:
     pool = CleanSet(capacity=5)
+    assert len(pool) == 0
     pool.add(torch.zeros(3, 1, 2, 2))
     pool.add(torch.ones(4, 1, 2, 2))
-    assert pool.added == 7 and len(pool.images) == 5 and pool.images.sum() == 16
+    assert pool.added == 7 and len(pool) == 5 and pool.images.sum() == 16
     assert pool.sample(10, torch.Generator().manual_seed(0)).shape == (5, 1, 2, 2)
 
 

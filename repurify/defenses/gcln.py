@@ -102,14 +102,19 @@ class CleanSet:
     """Omega^o's additions: recovered images C classifies correctly, newest ``capacity`` kept."""
 
     def __init__(self, capacity: int) -> None:
-        self.capacity, self.images = capacity, torch.empty(0)
-        self.added = 0
+        self.capacity, self.added = capacity, 0
+        self.images: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return 0 if self.images is None else len(self.images)
 
     def add(self, images: torch.Tensor) -> None:
         self.added += len(images)
-        self.images = torch.cat([self.images.to(images), images.detach()])[-self.capacity:]
+        kept = images.detach() if self.images is None else torch.cat([self.images, images.detach()])
+        self.images = kept[-self.capacity:]
 
     def sample(self, n: int, gen: torch.Generator) -> torch.Tensor:
+        assert self.images is not None, "sample() of an empty clean set"
         idx = torch.randint(len(self.images), (min(n, len(self.images)),), generator=gen)
         return self.images[idx.to(self.images.device)]
 
@@ -128,7 +133,7 @@ class GclnTraining:
         x_adv, x_o, y = batch
         x_bar = self.G(x_adv)
         clean = x_o
-        if len(self.clean_set.images):
+        if len(self.clean_set):
             clean = torch.cat([x_o, self.clean_set.sample(len(x_o), self.gen)])
         d_loss = detector_loss(self.D, clean, x_bar.detach())
         self.opt_D.zero_grad(set_to_none=True)
