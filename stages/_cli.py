@@ -9,7 +9,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TextIO
 
-from repurify.errors import RepurifyError
+from repurify import paths
+from repurify.errors import CheckpointError, RepurifyError
+from repurify.io import load_torch
+from repurify.models import load_classifier
+from repurify.models.classifier import Classifier
 from repurify.params import Params, load_params
 
 
@@ -74,3 +78,20 @@ def run_stage(name: str, doc: str, body: Callable[[Params, argparse.Namespace], 
             print(f"error [{name}]: {exc}", file=sys.stderr)
             return 2
     return 0
+
+
+def load_classifiers(params: Params, roles: tuple[str, ...] = paths.ROLES) -> dict[str, Classifier]:
+    """The profile's trained classifiers, checked against params, in eval mode and frozen."""
+    prof = params.active
+    return {role: load_classifier(paths.path(paths.CLASSIFIER, params.profile, role=role),
+                                  expect={"arch": getattr(prof.classifiers, role).arch})
+            .eval().requires_grad_(False) for role in roles}
+
+
+def load_cached_attacks(profile: str, role: str) -> dict:
+    """The examples ``generate_attacks`` crafted on the ``role`` classifier."""
+    f = paths.path(paths.ADVERSARIAL, profile, role=role)
+    cached = load_torch(f, produced_by="generate_attacks")
+    if not isinstance(cached, dict) or "adversarial" not in cached:
+        raise CheckpointError(f"{f}: not a generate_attacks output; rerun that stage")
+    return cached

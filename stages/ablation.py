@@ -10,27 +10,20 @@ from repurify import paths
 from repurify.ablation import run_ablation
 from repurify.data import load_dataset
 from repurify.defenses import load_defense
-from repurify.errors import CheckpointError
-from repurify.io import atomic_dir, load_torch, write_json
-from repurify.models import load_classifier
+from repurify.io import atomic_dir, write_json
 from repurify.params import Params
 from repurify.runtime import resolve_device, seed_everything
 from repurify.tracking import stage_run
 from repurify.training import to_unit
-from stages._cli import run_stage
+from stages._cli import load_cached_attacks, load_classifiers, run_stage
 
 
 def ablation(params: Params, args: argparse.Namespace) -> None:
     profile, prof = params.profile, params.active
     device = resolve_device(args.device)
     ds = load_dataset(paths.path(paths.DATASET, profile))
-    classifiers = {role: load_classifier(paths.path(paths.CLASSIFIER, profile, role=role),
-                                         expect={"arch": getattr(prof.classifiers, role).arch})
-                   .eval().requires_grad_(False) for role in paths.ROLES}
-    f = paths.path(paths.ADVERSARIAL, profile, role="target")
-    cached = load_torch(f, produced_by="generate_attacks")
-    if not isinstance(cached, dict) or "adversarial" not in cached:
-        raise CheckpointError(f"{f}: not a generate_attacks output; rerun that stage")
+    classifiers = load_classifiers(params)
+    cached = load_cached_attacks(profile, "target")
     egcfl = load_defense(paths.path(paths.DEFENSE, profile, defense="egcfl"), prof.defenses["egcfl"],
                          "egcfl", tuple(ds.image_shape))
     s = ds.split

@@ -9,28 +9,20 @@ import sys
 from repurify import paths
 from repurify.data import load_dataset
 from repurify.defenses import DefendedModel, build_purifier
-from repurify.errors import CheckpointError
 from repurify.evaluation import evaluate_defense, load_eval_data
-from repurify.io import load_torch, write_json
-from repurify.models import load_classifier
+from repurify.io import write_json
 from repurify.params import Params
 from repurify.runtime import resolve_device, seed_everything
 from repurify.tracking import stage_run
-from stages._cli import run_stage
+from stages._cli import load_cached_attacks, load_classifiers, run_stage
 
 
 def evaluate(params: Params, args: argparse.Namespace) -> None:
     profile, prof, defense = params.profile, params.active, args.defense
     device = resolve_device(args.device)
     data = load_eval_data(load_dataset(paths.path(paths.DATASET, profile)).split, prof)
-    target = load_classifier(paths.path(paths.CLASSIFIER, profile, role="target"),
-                             expect={"arch": prof.classifiers.target.arch})
-    cached = {}
-    for role in paths.ROLES:
-        f = paths.path(paths.ADVERSARIAL, profile, role=role)
-        cached[role] = load_torch(f, produced_by="generate_attacks")
-        if not isinstance(cached[role], dict) or "adversarial" not in cached[role]:
-            raise CheckpointError(f"{f}: not a generate_attacks output; rerun that stage")
+    target = load_classifiers(params, ("target",))["target"]
+    cached = {role: load_cached_attacks(profile, role) for role in paths.ROLES}
     spec = prof.defenses[defense]
     seed_everything(params.seed)
     checkpoint = (paths.path(paths.DEFENSE, profile, defense=defense)

@@ -15,11 +15,10 @@ from repurify.attacks.base import perturbation_norm
 from repurify.data import load_dataset
 from repurify.evaluation import agreement, load_eval_data, predict
 from repurify.io import save_torch, write_json
-from repurify.models import load_classifier
 from repurify.params import Params
 from repurify.runtime import resolve_device, seed_everything
 from repurify.tracking import stage_run
-from stages._cli import run_stage
+from stages._cli import load_classifiers, run_stage
 
 THREAT_OF_ROLE = {"target": "oblivious", "substitute": "blackbox"}
 
@@ -28,9 +27,7 @@ def generate_attacks(params: Params, args: argparse.Namespace) -> None:
     profile, prof = params.profile, params.active
     device = resolve_device(args.device)
     data = load_eval_data(load_dataset(paths.path(paths.DATASET, profile)).split, prof)
-    models = {role: load_classifier(paths.path(paths.CLASSIFIER, profile, role=role),
-                                    expect={"arch": getattr(prof.classifiers, role).arch})
-              for role in paths.ROLES}
+    models = load_classifiers(params)
     report: dict[str, dict] = {}
     with stage_run("generate_attacks", params) as run:
         for role, model in models.items():

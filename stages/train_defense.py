@@ -9,12 +9,11 @@ from repurify import paths
 from repurify.data import load_dataset
 from repurify.defenses import TRAINERS, DefendedModel, save_defense
 from repurify.io import write_json
-from repurify.models import load_classifier
 from repurify.params import Params
 from repurify.runtime import resolve_device, seed_everything
 from repurify.tracking import stage_run
 from repurify.training import accuracy, to_unit
-from stages._cli import run_stage
+from stages._cli import load_classifiers, run_stage
 
 
 def train_defense(params: Params, args: argparse.Namespace) -> None:
@@ -22,11 +21,7 @@ def train_defense(params: Params, args: argparse.Namespace) -> None:
     spec = prof.defenses[name]
     device = resolve_device(args.device)
     ds = load_dataset(paths.path(paths.DATASET, profile))
-    classifiers = {}
-    for role in paths.ROLES:  # every input is checked before training starts
-        model = load_classifier(paths.path(paths.CLASSIFIER, profile, role=role),
-                                expect={"arch": getattr(prof.classifiers, role).arch})
-        classifiers[role] = model.requires_grad_(False)
+    classifiers = load_classifiers(params)  # every input is checked before training starts
     s = ds.split
     gen = seed_everything(params.seed)
     with stage_run("train_defense", params, defense=name) as run:

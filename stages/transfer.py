@@ -8,14 +8,13 @@ import sys
 from repurify import paths
 from repurify.data import load_dataset
 from repurify.io import atomic_dir, write_json
-from repurify.models import load_classifier
 from repurify.models.classifier import save_classifier
 from repurify.params import Params
 from repurify.runtime import resolve_device, seed_everything
 from repurify.tracking import stage_run
 from repurify.training import fit_classifier, to_unit
 from repurify.transfer import run_grid
-from stages._cli import run_stage
+from stages._cli import load_classifiers, run_stage
 
 
 def transfer(params: Params, args: argparse.Namespace) -> None:
@@ -23,9 +22,7 @@ def transfer(params: Params, args: argparse.Namespace) -> None:
     tr = prof.transfer
     device = resolve_device(args.device)
     ds = load_dataset(paths.path(paths.DATASET, profile))
-    classifiers = {role: load_classifier(paths.path(paths.CLASSIFIER, profile, role=role),
-                                         expect={"arch": getattr(prof.classifiers, role).arch})
-                   for role in paths.ROLES}
+    classifiers = load_classifiers(params)
     s = ds.split
     with stage_run("transfer", params) as run, atomic_dir(paths.path(paths.TRANSFER, profile)) as out:
         zoo = {}
