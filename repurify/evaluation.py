@@ -9,7 +9,12 @@
   the non-differentiable layers and EOT over the randomness of randomized
   purifiers. Purifiers whose paper attacked them through autograd's own
   gradients at those layers (``autograd_protocol``: EGC-FL, GCLN) also get
-  that protocol's rows, ``source: autograd``; the gap is a finding.
+  that protocol's rows, ``source: autograd``; the gap is a finding. AutoAttack's
+  ``standard`` version runs as its ``rand`` version (APGD-CE and APGD-DLR with 20
+  EOT iterations) against randomized purifiers, as its authors prescribe.
+
+``evaluation.limits.<slot>`` makes a costly defense's evaluation cheaper (fewer
+white-box attacks and images, no Papernot substitute); the rows record their ``n``.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from repurify.attacks import run_attack
 from repurify.blackbox import train_papernot_substitute
 from repurify.defenses import EOT, DefendedModel, bpda
 from repurify.models import build_classifier
-from repurify.params import ProfileParams
+from repurify.params import EvaluationLimit, ProfileParams
 from repurify.training import accuracy
 
 
@@ -68,10 +73,10 @@ def _attacks(profile: ProfileParams, threat: str) -> Iterator[tuple[str, Any]]:
 
 
 def evaluate_defense(defended: DefendedModel, profile: ProfileParams, data: EvalData,
-                     cached: dict[str, dict[str, Any]], *, seed: int,
-                     device: torch.device) -> dict[str, Any]:
+                     cached: dict[str, dict[str, Any]], *, seed: int, device: torch.device,
+                     limit: EvaluationLimit | None = None) -> dict[str, Any]:
     """All rows for one defense; ``cached[role]`` holds the examples made on that classifier."""
-    ev = profile.evaluation
+    ev, limit = profile.evaluation, limit or EvaluationLimit()
     defended = defended.to(device).eval()
     x, y = data.x.to(device), data.y
     rows: list[dict[str, Any]] = []
@@ -85,9 +90,13 @@ def evaluate_defense(defended: DefendedModel, profile: ProfileParams, data: Eval
             rows.append(_row(name, spec, threat, predict(defended, adv, ev.batch_size), y[:n],
                              targets, source="transfer" if role == "substitute" else "target"))
 
-    rows += _papernot_rows(defended, profile, data, seed=seed, device=device)
+    if limit.papernot:
+        rows += _papernot_rows(defended, profile, data, seed=seed, device=device)
 
-    rows += whitebox_rows(defended, list(_attacks(profile, "whitebox")), x, y,
+    whitebox = [(a, s if limit.n is None else s.model_copy(update={"n": min(s.n or limit.n, limit.n)}))
+                for a, s in _attacks(profile, "whitebox")
+                if limit.whitebox_attacks is None or a in limit.whitebox_attacks]
+    rows += whitebox_rows(defended, whitebox, x, y,
                           num_classes=data.num_classes, batch_size=ev.batch_size,
                           eot_samples=ev.eot_samples, seed=seed, autograd_attacks=ev.autograd_attacks)
     return {"clean_accuracy": clean, "n": len(y), "randomized": defended.randomized,
@@ -101,10 +110,16 @@ def whitebox_rows(defended: DefendedModel, specs: list[tuple[str, Any]], x: torc
     the randomness of randomized purifiers. ``x`` is on the model's device, ``y`` on the CPU.
     An ``autograd_protocol`` purifier is also attacked through autograd's gradients by the
     ``autograd_attacks`` (None: all)."""
-    attacked: nn.Module = EOT(defended, eot_samples) if defended.randomized else defended
     rows = []
     for name, spec in tqdm(specs, desc="white-box", disable=None, leave=False):
         n = min(len(y), spec.n or len(y))
+        attacked: nn.Module = defended
+        extra: dict[str, Any] = {"eot_samples": 1}
+        if defended.randomized and spec.kind == "autoattack" and spec.version == "standard":
+            spec = spec.model_copy(update={"version": "rand"})  # its own 20 EOT iterations
+            extra = {"eot_samples": 20, "version": "rand"}
+        elif defended.randomized:
+            attacked, extra = EOT(defended, eot_samples), {"eot_samples": eot_samples}
         also_autograd = defended.purifier.autograd_protocol and (
             autograd_attacks is None or name in autograd_attacks)
         for adaptive in (True, False) if also_autograd else (True,):  # BPDA, or autograd's
@@ -112,10 +127,9 @@ def whitebox_rows(defended: DefendedModel, specs: list[tuple[str, Any]], x: torc
                 adv, targets = run_attack(spec, attacked, x[:n], y[:n].to(x.device),
                                           num_classes=num_classes, batch_size=batch_size, seed=seed,
                                           early_stop=not defended.randomized)
-            extra = {} if adaptive else {"source": "autograd"}
             rows.append(_row(name, spec, "whitebox", predict(defended, adv, batch_size), y[:n],
                              targets, bpda=adaptive and not defended.purifier.differentiable,
-                             eot_samples=eot_samples if defended.randomized else 1, **extra))
+                             **extra, **({} if adaptive else {"source": "autograd"})))
     return rows
 
 

@@ -89,6 +89,18 @@ def load_torch(path: str | Path, produced_by: str) -> Any:
         ) from None
 
 
+def load_json(path: str | Path, produced_by: str) -> Any:
+    """Read a stage's JSON output with the same actionable errors as :func:`load_torch`."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: not found; run the `{produced_by}` stage first")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path}: not valid JSON ({str(exc)[:200]}); delete it and rerun the "
+                              f"`{produced_by}` stage") from None
+
+
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:

@@ -195,6 +195,14 @@ class PapernotParams(_Strict):
     attacks: list[str]  # attacks transferred from it
 
 
+class EvaluationLimit(_Strict):
+    """A cheaper evaluation for one costly defense slot (OAG synthesizes every query anew)."""
+
+    whitebox_attacks: list[str] | None = None  # keys of attacks run white-box; None: all
+    n: int | None = Field(default=None, gt=0)  # at most this many images per white-box attack
+    papernot: bool = True  # False: skip the Papernot substitute (it queries the defense often)
+
+
 class EvaluationParams(_Strict):
     """How many test images, in which batch size, with how many EOT samples."""
 
@@ -205,6 +213,7 @@ class EvaluationParams(_Strict):
     # white-box attacks also run through autograd's own gradients at the non-differentiable layers
     # of purifiers whose papers did so (EGC-FL, GCLN); None: every white-box attack
     autograd_attacks: list[str] | None = None
+    limits: dict[str, EvaluationLimit] = {}  # defense slot -> a cheaper evaluation
 
 
 class NoneSpec(_Strict):
@@ -329,8 +338,46 @@ class GclnSpec(_Perceptual):
     training: DefenseTraining
 
 
+class OagCalibration(_Strict):
+    """Sec. III-D / IV-E: T_N (and the values the paper does not give) from Gaussian-noised
+    training images, never adversarial ones. Each list holds the candidates tried."""
+
+    images: int = Field(gt=0)  # the first training images
+    noise_sigma: PositiveRatio = 0.25  # on [0,1] pixels (Fig. 4: sigma 0.25)
+    max_network_steps: int = Field(gt=0)  # length of the accuracy-vs-steps curve
+    eps_g: list[PositiveRatio] = Field(min_length=1)
+    beta: list[PositiveRatio] = Field(min_length=1)
+    init_std: list[PositiveRatio] = Field(min_length=1)
+    tolerance: float = Field(default=0.01, ge=0, lt=1)  # T_N: first step within this of the peak
+
+
+class OagSpec(_Strict):
+    """OAG (Li et al. 2020): per-image online Langevin synthesis with a fresh energy network."""
+
+    kind: Literal["oag"]
+    generator: Literal["alternate", "autoencoder"] = "alternate"  # autoencoder: Sec. IV-H baseline
+    kernel: int = Field(gt=0)  # k of the k x k convolution (15 at 224 px; Table V)
+    filters: int = Field(gt=0)  # K (not in the paper)
+    image_steps: int = Field(default=20, gt=0)  # T_I (Table IV)
+    network_steps: int | None = Field(default=None, gt=0)  # T_N; None: chosen by calibrate_oag
+    eps_g: PositiveRatio | None = None  # None: calibrated (likewise beta and init_std)
+    beta: PositiveRatio | None = None
+    init_std: PositiveRatio | None = None
+    scale: PositiveRatio = 255.0  # pixels live in [0, scale] during the synthesis
+    ae_lr: PositiveRatio = 1e-3  # Adam rate of the autoencoder baseline
+    batch_size: int = Field(default=64, gt=0)  # images synthesized at once
+    calibration: OagCalibration
+
+    @field_validator("kernel")
+    @classmethod
+    def _odd(cls, v: int) -> int:
+        if v % 2 == 0:
+            raise ValueError(f"kernel must be odd (the convolution keeps the image size), got {v}")
+        return v
+
+
 DefenseSpec = Annotated[NoneSpec | JpegSpec | BitDepthSpec | MedianSpec | HgdSpec | AdvaeSpec
-                        | EgcflSpec | GclnSpec, Field(discriminator="kind")]
+                        | EgcflSpec | GclnSpec | OagSpec, Field(discriminator="kind")]
 
 
 class TransferEntry(_Strict):
@@ -358,7 +405,7 @@ class AblationVariant(_Strict):
     """A trained defense slot retrained with some of its keys replaced (Table 7, the Qs sweep)."""
 
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
-    defense: Literal["hgd", "advae", "egcfl", "gcln"]
+    defense: Literal["hgd", "advae", "egcfl", "gcln", "oag"]
     set: dict[str, Any] = Field(min_length=1)  # keys of defenses.<defense> and their new values
 
     def spec(self, slot: Any) -> Any:
@@ -390,20 +437,26 @@ class ProfileParams(_Strict):
 
     @model_validator(mode="after")
     def _cross_refs(self) -> ProfileParams:
-        from repurify.paths import DEFENSES, TRAINED_DEFENSES
+        from repurify.paths import DEFENSES, SLOT_KINDS
 
         missing = [d for d in DEFENSES if d not in self.defenses]
         if missing:
             raise ValueError(f"defenses: missing {missing}; every profile configures {list(DEFENSES)}")
-        for name, kind in TRAINED_DEFENSES.items():
+        for name, kind in SLOT_KINDS.items():
             if self.defenses[name].kind != kind:
-                raise ValueError(f"defenses.{name}.kind: the {name} slot is trained by "
-                                 f"train_defense_{name} and must be {kind!r}")
+                raise ValueError(f"defenses.{name}.kind: the {name} slot is prepared by its own "
+                                 f"stage and must be {kind!r}")
         unknown = [a for a in self.evaluation.papernot.attacks if a not in self.attacks]
         if unknown:
             raise ValueError(f"evaluation.papernot.attacks: {unknown} are not keys of attacks")
         if unknown := [a for a in self.evaluation.autograd_attacks or [] if a not in self.attacks]:
             raise ValueError(f"evaluation.autograd_attacks: {unknown} are not keys of attacks")
+        for slot, limit in self.evaluation.limits.items():
+            if slot not in self.defenses:
+                raise ValueError(f"evaluation.limits.{slot}: not a defense slot; choose from {DEFENSES}")
+            if unknown := [a for a in limit.whitebox_attacks or [] if a not in self.attacks]:
+                raise ValueError(f"evaluation.limits.{slot}.whitebox_attacks: {unknown} are not "
+                                 "keys of attacks")
         tr = self.transfer
         if unknown := [a for a in tr.attacks if a not in self.attacks]:
             raise ValueError(f"transfer.attacks: {unknown} are not keys of attacks")

@@ -25,12 +25,13 @@ def evaluate(params: Params, args: argparse.Namespace) -> None:
     cached = {role: load_cached_attacks(profile, role) for role in paths.ROLES}
     spec = prof.defenses[defense]
     seed_everything(params.seed)
-    checkpoint = (paths.path(paths.DEFENSE, profile, defense=defense)
-                  if defense in paths.TRAINED_DEFENSES else None)
-    purifier = build_purifier(spec, checkpoint, defense, tuple(data.x.shape[1:]))
+    artifact = paths.artifact(defense)
+    purifier = build_purifier(spec, artifact and paths.path(artifact, profile), defense,
+                              tuple(data.x.shape[1:]), seed=params.seed)
     defended = DefendedModel(purifier, target)
     with stage_run("evaluate", params, defense=defense) as run:
-        result = evaluate_defense(defended, prof, data, cached, seed=params.seed, device=device)
+        result = evaluate_defense(defended, prof, data, cached, seed=params.seed, device=device,
+                                  limit=prof.evaluation.limits.get(defense))
         result = {"defense": defense, "spec": spec.model_dump(mode="json"), **result}
         write_json(paths.path(paths.EVALUATION, profile, defense=defense), result)
         run.log_metric("clean_accuracy", result["clean_accuracy"])

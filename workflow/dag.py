@@ -96,7 +96,7 @@ def _experiment_stage(name: str, deps: tuple[str, ...], out_dir: str, metrics: s
         code=(*ATTACK_CODE, "repurify/defenses/*.py", f"repurify/{name}.py"),
         deps=(paths.DATASET, *CLASSIFIERS, *deps),
         params=("/seed", name, "attacks", "evaluation", "classifiers",
-                *(f"defenses.{d}" for d in paths.TRAINED_DEFENSES)),
+                *(f"defenses.{d}" for d in paths.SLOT_KINDS)),
         outs=(),
         out_dirs=(out_dir,),
         metrics=(metrics,),
@@ -145,6 +145,15 @@ STAGES: tuple[Stage, ...] = (
         )
         for defense in paths.TRAINED_DEFENSES
     ),
+    Stage(
+        name="calibrate_oag",
+        code=("repurify/calibration.py", "repurify/defenses/*.py", "repurify/training.py"),
+        deps=(paths.DATASET, paths.CLASSIFIER.replace("{role}", "target")),
+        params=("/seed", "classifiers.target", "defenses.oag"),
+        outs=(),
+        metrics=(paths.OAG_CALIBRATION,),
+        resources=Resources(gpu=1, mem_mb=16000, runtime_min=720, threads=4),
+    ),
     *(
         Stage(
             name=f"evaluate_{defense}",
@@ -152,8 +161,7 @@ STAGES: tuple[Stage, ...] = (
             args=("--defense", defense),
             code=(*ATTACK_CODE, "repurify/defenses/*.py"),
             deps=(paths.DATASET, paths.CLASSIFIER.replace("{role}", "target"), *ADVERSARIAL,
-                  *((paths.DEFENSE.replace("{defense}", defense),)
-                    if defense in paths.TRAINED_DEFENSES else ())),
+                  *filter(None, (paths.artifact(defense),))),
             params=("/seed", "attacks", "evaluation", "classifiers.target", f"defenses.{defense}"),
             outs=(),
             metrics=(paths.EVALUATION.replace("{defense}", defense),),
@@ -163,14 +171,15 @@ STAGES: tuple[Stage, ...] = (
     ),
     _experiment_stage("transfer", deps=(), out_dir=paths.TRANSFER, metrics=paths.TRANSFER_METRICS),
     _experiment_stage("ablation", deps=(paths.ADVERSARIAL.replace("{role}", "target"),
-                                        paths.DEFENSE.replace("{defense}", "egcfl")),
+                                        paths.DEFENSE.replace("{defense}", "egcfl"),
+                                        paths.OAG_CALIBRATION),
                       out_dir=paths.ABLATION, metrics=paths.ABLATION_METRICS),
     Stage(
         name="report",
         code=("repurify/report.py",),
         deps=(paths.CLASSIFIER_METRICS, paths.ATTACK_METRICS, *EVALUATIONS,
               *(paths.DEFENSE_METRICS.replace("{defense}", d) for d in paths.TRAINED_DEFENSES),
-              paths.TRANSFER_METRICS, paths.ABLATION_METRICS),
+              paths.TRANSFER_METRICS, paths.ABLATION_METRICS, paths.OAG_CALIBRATION),
         params=("description",),
         outs=(),
         uncached=(paths.REPORT, paths.SUMMARY),

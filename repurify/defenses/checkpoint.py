@@ -28,11 +28,12 @@ def save_defense(path: str | Path, purifier: Purifier, spec: Any, meta: dict[str
                       "state_dict": {k: v.detach().cpu() for k, v in purifier.state_dict().items()}})
 
 
-def _differences(saved: Any, current: Any, prefix: str = "") -> list[str]:
+def differences(saved: Any, current: Any, made: str = "trained", prefix: str = "") -> list[str]:
+    """``key: trained with X, params say Y`` for every leaf where the two params trees differ."""
     if isinstance(saved, dict) and isinstance(current, dict):
         return [d for k in sorted(saved.keys() | current.keys())
-                for d in _differences(saved.get(k), current.get(k), f"{prefix}{k}.")]
-    return [] if saved == current else [f"{prefix[:-1]}: trained with {saved!r}, params say {current!r}"]
+                for d in differences(saved.get(k), current.get(k), made, f"{prefix}{k}.")]
+    return [] if saved == current else [f"{prefix[:-1]}: {made} with {saved!r}, params say {current!r}"]
 
 
 def load_defense(path: str | Path, spec: Any, name: str, image_shape: tuple[int, ...]) -> Purifier:
@@ -42,7 +43,7 @@ def load_defense(path: str | Path, spec: Any, name: str, image_shape: tuple[int,
     if not isinstance(blob, dict) or not {"format_version", "spec", "image_shape",
                                           "state_dict"} <= blob.keys():
         raise CheckpointError(f"{path}: not a repurify defense checkpoint; rerun the `{stage}` stage")
-    diffs = _differences(blob["spec"], spec.model_dump(mode="json"))
+    diffs = differences(blob["spec"], spec.model_dump(mode="json"))
     if list(blob["image_shape"]) != list(image_shape):
         diffs.append(f"image_shape: trained with {blob['image_shape']}, data has {list(image_shape)}")
     if diffs:

@@ -1,0 +1,73 @@
+"""OAG's stopping criterion without adversarial data (Sec. III-D, Sec. IV-E a, Fig. 4).
+
+Training images get Gaussian noise (sigma ``noise_sigma`` on [0,1] pixels); the
+synthesis runs for ``max_network_steps`` network steps, and the target
+classifier's accuracy on the synthesized images is recorded after each one.
+The paper gives no eps_g, beta or initialisation scale, so every combination
+of the candidates is run: the one with the highest peak accuracy is kept, and
+T_N is the first step whose accuracy is within ``tolerance`` of that peak, i.e.
+where the curve stops rising (it flattens, or turns down as the generator
+starts to reproduce the noise). Values pinned in the spec are not searched.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from repurify.defenses.oag import Settings, settings, synthesize
+from repurify.params import OagSpec
+
+
+def steps_curve(classifier: nn.Module, x: torch.Tensor, y: torch.Tensor, s: Settings,
+                seeds: torch.Tensor, batch_size: int) -> list[float]:
+    """Accuracy of ``classifier`` on the synthesized images after each network step."""
+    correct = torch.zeros(s.network_steps, dtype=torch.float64)
+    for i in range(0, len(x), batch_size):
+        yb = y[i:i + batch_size].to(x.device)
+
+        def record(t: int, img: torch.Tensor, yb: torch.Tensor = yb) -> None:
+            with torch.no_grad():
+                correct[t - 1] += (classifier(img).argmax(1) == yb).sum().item()
+
+        synthesize(x[i:i + batch_size], seeds[i:i + batch_size], s, record)
+    return (correct / len(x)).tolist()
+
+
+def stop_step(curve: list[float], tolerance: float) -> int:
+    """The first (1-based) step whose accuracy is within ``tolerance`` of the curve's peak."""
+    peak = max(curve)
+    return next(t for t, acc in enumerate(curve, 1) if acc >= peak - tolerance)
+
+
+def calibrate(spec: OagSpec, classifier: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
+              seed: int, device: torch.device) -> dict[str, Any]:
+    """Run every candidate on noised copies of ``x`` ([0,1]); return curves and the choice."""
+    cal = spec.calibration
+    gen = torch.Generator().manual_seed(seed)
+    x, y = x[:cal.images], y[:cal.images]
+    noisy = (x + cal.noise_sigma * torch.randn(x.shape, generator=gen)).clamp(0, 1).to(device)
+    seeds = torch.randint(0, 2**62, (len(x),), generator=gen)
+    classifier = classifier.to(device).eval()
+    with torch.no_grad():
+        noisy_acc = (classifier(noisy).argmax(1).cpu() == y).double().mean().item()
+    grid = [(e,) if e is not None else tuple(c) for e, c in
+            ((spec.eps_g, cal.eps_g), (spec.beta, cal.beta), (spec.init_std, cal.init_std))]
+    steps = spec.network_steps or cal.max_network_steps
+    candidates = []
+    for eps_g, beta, init_std in tqdm(list(itertools.product(*grid)), desc="calibrate oag",
+                                      disable=None):
+        chosen = {"eps_g": eps_g, "beta": beta, "init_std": init_std, "network_steps": steps}
+        curve = steps_curve(classifier, noisy, y, settings(spec, chosen), seeds, spec.batch_size)
+        candidates.append({**chosen, "curve": curve, "peak": max(curve),
+                           "stop_step": stop_step(curve, cal.tolerance)})
+    best = max(candidates, key=lambda c: c["peak"])  # the first of equal peaks
+    chosen = {k: best[k] for k in ("eps_g", "beta", "init_std")}
+    chosen["network_steps"] = spec.network_steps or best["stop_step"]
+    return {"spec": spec.model_dump(mode="json"), "images": len(x),
+            "noisy_accuracy": noisy_acc, "candidates": candidates, "chosen": chosen}
+
