@@ -158,19 +158,23 @@ class OnlineAutoencoders:
 
 def _autoencode(I_z: torch.Tensor, gens: list[torch.Generator], s: Settings,
                 callback: Callback | None) -> torch.Tensor:
-    """T_N Adam steps on each image's own reconstruction loss, then one pass through the AE."""
-    ae = OnlineAutoencoders(gens, tuple(I_z.shape[1:]), s, I_z.device)
+    """T_N Adam steps on each image's own reconstruction loss, then one pass through the AE.
+
+    The auto-encoders fit [0,1] pixels: Adam's steps are in weight units, and at the 0-255
+    scale the decoder would need 255 times larger weights."""
+    x = I_z / s.scale
+    ae = OnlineAutoencoders(gens, tuple(x.shape[1:]), s, x.device)
     opt = torch.optim.Adam(ae.params, lr=s.ae_lr)
     for t in range(s.network_steps):
         opt.zero_grad()
         # per-image mean squared error, summed over images: each image's gradient is its own
-        F.mse_loss(ae(I_z), I_z, reduction="none").flatten(1).mean(1).sum().backward()
+        F.mse_loss(ae(x), x, reduction="none").flatten(1).mean(1).sum().backward()
         opt.step()
         if callback is not None:
             with torch.no_grad():
-                callback(t + 1, (ae(I_z) / s.scale).clamp(0, 1))
+                callback(t + 1, ae(x).clamp(0, 1))
     with torch.no_grad():
-        return ae(I_z)
+        return ae(x) * s.scale
 
 
 def synthesize(x: torch.Tensor, seeds: torch.Tensor, s: Settings,
