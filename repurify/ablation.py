@@ -5,6 +5,9 @@
 * Retrained variants (``ablation.variants``): a slot's spec with some keys
   replaced, e.g. EGC-FL without the transform or without feedback (Table 7)
   and GCLN's quantization-step sweep (Tables 1-4, Fig. 3 left).
+* OAG variants (nothing to train): image steps T_I (Table IV), kernel sizes
+  (Table V) and the one-step online auto-encoder (Sec. IV-H), with the slot's
+  calibrated eps_g, beta, initialisation and T_N.
 * EGC-FL Fig. 4: the attack noise energy before and after the TDZ layer,
   ``||X - X*||_2`` against ``||Phi(X) - Phi(X*)||_2``, per image.
 
@@ -21,15 +24,17 @@ import torch
 
 from repurify.defenses import TRAINERS, DefendedModel, Purifier, save_defense
 from repurify.defenses.egcfl import EGCFL, TDZ
-from repurify.evaluation import agreement, predict, whitebox_rows
+from repurify.defenses.oag import OAG, settings
+from repurify.evaluation import agreement, limited, predict, whitebox_rows
 from repurify.models.classifier import Classifier
 from repurify.params import ProfileParams
 
 
 def variant_rows(variant: str, purifier: Purifier, target: Classifier, profile: ProfileParams,
                  test: tuple[torch.Tensor, torch.Tensor], oblivious: dict[str, torch.Tensor], *,
-                 num_classes: int, seed: int, device: torch.device) -> list[dict[str, Any]]:
-    """Clean, oblivious and white-box rows for one purifier in front of ``target``."""
+                 slot: str, num_classes: int, seed: int, device: torch.device,
+                 threat_models: tuple[str, ...] = ("oblivious", "whitebox")) -> list[dict[str, Any]]:
+    """Clean, oblivious and white-box rows for one purifier of ``slot`` in front of ``target``."""
     ab, ev = profile.ablation, profile.evaluation
     n = ab.n or ev.n
     defended = DefendedModel(purifier, target).to(device).eval()
@@ -38,11 +43,13 @@ def variant_rows(variant: str, purifier: Purifier, target: Classifier, profile: 
              "accuracy": agreement(predict(defended, x, ev.batch_size), y), "n": len(y)}]
     specs = [(a, profile.attacks[a]) for a in ab.attacks]
     for name, spec in specs:
-        if "oblivious" in spec.threat_models:
+        if "oblivious" in spec.threat_models and "oblivious" in threat_models:
             adv = oblivious[name][:n].to(device)
             rows.append({"attack": name, "threat_model": "oblivious", "n": len(adv),
                          "accuracy": agreement(predict(defended, adv, ev.batch_size), y[:len(adv)])})
-    whitebox = [(a, s) for a, s in specs if "whitebox" in s.threat_models]
+    whitebox = limited([(a, s) for a, s in specs
+                        if "whitebox" in s.threat_models and "whitebox" in threat_models],
+                       ev.limits.get(slot))
     rows += whitebox_rows(defended, whitebox, x, y, num_classes=num_classes,
                           batch_size=ev.batch_size, eot_samples=ev.eot_samples, seed=seed,
                           autograd_attacks=ev.autograd_attacks)
@@ -60,26 +67,33 @@ def noise_energy(tdz: TDZ, x: torch.Tensor, x_adv: torch.Tensor) -> dict[str, An
 
 
 def run_ablation(profile: ProfileParams, classifiers: dict[str, Classifier], egcfl: EGCFL,
-                 train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor],
-                 oblivious: dict[str, torch.Tensor], *, num_classes: int, seed: int,
-                 device: torch.device, out_dir: Path) -> dict[str, Any]:
-    """Gen_k rows, retrained variants (saved under ``out_dir``) and the noise energy."""
+                 oag_chosen: dict[str, Any], train: tuple[torch.Tensor, torch.Tensor],
+                 test: tuple[torch.Tensor, torch.Tensor], oblivious: dict[str, torch.Tensor], *,
+                 num_classes: int, seed: int, device: torch.device, out_dir: Path) -> dict[str, Any]:
+    """Gen_k rows, retrained variants (saved under ``out_dir``), OAG variants (with the values
+    ``calibrate_oag`` chose for the slot) and the noise energy."""
     ab = profile.ablation
     kw = {"num_classes": num_classes, "seed": seed, "device": device}
     target = classifiers["target"]
     rows: list[dict[str, Any]] = []
     for k in ab.generations:
         egcfl.generations = k
-        rows += [{"generations": k, **r}
-                 for r in variant_rows(f"egcfl_gen{k}", egcfl, target, profile, test, oblivious, **kw)]
+        rows += [{"generations": k, **r} for r in variant_rows(
+            f"egcfl_gen{k}", egcfl, target, profile, test, oblivious, slot="egcfl", **kw)]
     for i, v in enumerate(ab.variants):
         spec = v.spec(profile.defenses[v.defense])
-        gen = torch.Generator().manual_seed(seed + 2000 + i)
-        purifier, hist, _ = TRAINERS[spec.kind](spec, *train, classifiers, device=device, gen=gen)
-        save_defense(out_dir / f"{v.name}.pt", purifier.cpu(), spec,
-                     {"image_shape": list(test[0].shape[1:]), "variant": v.name})
-        rows += [{"defense": v.defense, "set": v.set, "best_epoch": hist.best_epoch, **r}
-                 for r in variant_rows(v.name, purifier, target, profile, test, oblivious, **kw)]
+        extra: dict[str, Any] = {"defense": v.defense, "set": v.set}
+        if spec.kind == "oag":
+            purifier: Purifier = OAG(settings(spec, oag_chosen), seed, spec.batch_size)
+        else:
+            gen = torch.Generator().manual_seed(seed + 2000 + i)
+            purifier, hist, _ = TRAINERS[spec.kind](spec, *train, classifiers, device=device, gen=gen)
+            save_defense(out_dir / f"{v.name}.pt", purifier.cpu(), spec,
+                         {"image_shape": list(test[0].shape[1:]), "variant": v.name})
+            extra["best_epoch"] = hist.best_epoch
+        rows += [{**extra, **r} for r in variant_rows(v.name, purifier, target, profile, test,
+                                                      oblivious, slot=v.defense,
+                                                      threat_models=tuple(v.threat_models), **kw)]
     result: dict[str, Any] = {"rows": rows}
     if ab.noise_attack:
         spec = profile.defenses["egcfl"]

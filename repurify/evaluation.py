@@ -93,14 +93,19 @@ def evaluate_defense(defended: DefendedModel, profile: ProfileParams, data: Eval
     if limit.papernot:
         rows += _papernot_rows(defended, profile, data, seed=seed, device=device)
 
-    whitebox = [(a, s if limit.n is None else s.model_copy(update={"n": min(s.n or limit.n, limit.n)}))
-                for a, s in _attacks(profile, "whitebox")
-                if limit.whitebox_attacks is None or a in limit.whitebox_attacks]
-    rows += whitebox_rows(defended, whitebox, x, y,
+    rows += whitebox_rows(defended, limited(list(_attacks(profile, "whitebox")), limit), x, y,
                           num_classes=data.num_classes, batch_size=ev.batch_size,
                           eot_samples=ev.eot_samples, seed=seed, autograd_attacks=ev.autograd_attacks)
     return {"clean_accuracy": clean, "n": len(y), "randomized": defended.randomized,
             "differentiable": defended.purifier.differentiable, "results": rows}
+
+
+def limited(specs: list[tuple[str, Any]], limit: EvaluationLimit | None) -> list[tuple[str, Any]]:
+    """The white-box attacks ``limit`` keeps, each on at most ``limit.n`` images."""
+    if limit is None:
+        return specs
+    return [(a, s if limit.n is None else s.model_copy(update={"n": min(s.n or limit.n, limit.n)}))
+            for a, s in specs if limit.whitebox_attacks is None or a in limit.whitebox_attacks]
 
 
 def whitebox_rows(defended: DefendedModel, specs: list[tuple[str, Any]], x: torch.Tensor,

@@ -407,6 +407,8 @@ class AblationVariant(_Strict):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
     defense: Literal["hgd", "advae", "egcfl", "gcln", "oag"]
     set: dict[str, Any] = Field(min_length=1)  # keys of defenses.<defense> and their new values
+    # the rows it gets: OAG's Tables IV-V are gray-box (oblivious) only
+    threat_models: list[Literal["oblivious", "whitebox"]] = ["oblivious", "whitebox"]
 
     def spec(self, slot: Any) -> Any:
         """The slot's spec with ``set`` applied, validated like params.yaml."""

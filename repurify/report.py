@@ -42,6 +42,25 @@ def _trained_lines(trained: dict[str, dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _calibration_lines(cal: dict[str, Any]) -> list[str]:
+    """OAG's stopping criterion: each candidate's accuracy-vs-network-steps curve, summarised."""
+    chosen = cal["chosen"]
+    lines = ["", "## OAG calibration (Gaussian noise, Sec. III-D)", "",
+             f"{cal['images']} training images with Gaussian noise (sigma "
+             f"{cal['spec']['calibration']['noise_sigma']:g}); accuracy without OAG "
+             f"{_pct(cal['noisy_accuracy'])}. T_N: the first network step within "
+             f"{_pct(cal['spec']['calibration']['tolerance'])} points of the curve's peak.", "",
+             "| eps_g | beta | init_std | peak accuracy | peak step | T_N | accuracy at T_N | last step |",
+             "|---" * 8 + "|"]
+    for c in cal["candidates"]:
+        curve = c["curve"]
+        lines.append(f"| {c['eps_g']:g} | {c['beta']:g} | {c['init_std']:g} | {_pct(c['peak'])} | "
+                     f"{curve.index(c['peak']) + 1} | {c['stop_step']} | "
+                     f"{_pct(curve[c['stop_step'] - 1])} | {_pct(curve[-1])} |")
+    lines += ["", "Chosen: " + ", ".join(f"{k} {v:g}" for k, v in chosen.items()) + "."]
+    return lines
+
+
 def _transfer_lines(transfer: dict[str, Any]) -> list[str]:
     """One table per defense: attacks x "trained on / evaluated on" (AdvAE Table 3 layout)."""
     lines = ["", "## Model transfer (white-box)", "",
@@ -68,7 +87,9 @@ def _ablation_lines(ablation: dict[str, Any]) -> list[str]:
     lines = ["", "## Ablations", "",
              "EGC-FL `egcfl_gen<k>`: the trained slot with K = k feedback generations at test time "
              "(Table 6); other variants are retrained with the listed keys replaced (Table 7, the "
-             "GCLN Qs sweep).", "", "| variant | clean | " + " | ".join(columns) + " |",
+             "GCLN Qs sweep); OAG variants (T_I, kernel, online auto-encoder: Tables IV-V, Sec. "
+             "IV-H) use the slot's calibrated values.", "",
+             "| variant | clean | " + " | ".join(columns) + " |",
              "|---" * (len(columns) + 2) + "|"]
     for variant in dict.fromkeys(r["variant"] for r in rows):
         cells = {("clean" if r["attack"] == "clean" else f"{r['attack']} {_column(r)}"): r["accuracy"]
@@ -85,9 +106,10 @@ def _ablation_lines(ablation: dict[str, Any]) -> list[str]:
 def render_markdown(profile: str, description: str, classifiers: dict[str, Any],
                     rows: list[dict[str, Any]], trained: dict[str, dict[str, Any]],
                     transfer: dict[str, Any] | None = None,
-                    ablation: dict[str, Any] | None = None) -> str:
-    """Markdown: classifiers, trained defenses, per defense a table attack x threat model, then
-    the model-transfer grid and the ablations."""
+                    ablation: dict[str, Any] | None = None,
+                    calibration: dict[str, Any] | None = None) -> str:
+    """Markdown: classifiers, trained defenses, OAG's calibration, per defense a table attack x
+    threat model, then the model-transfer grid and the ablations."""
     columns = ["oblivious", "blackbox (transfer)", "blackbox (papernot)", "whitebox"]
     if any(_column(r) == "whitebox (autograd)" for r in rows):
         columns.append("whitebox (autograd)")
@@ -98,12 +120,15 @@ def render_markdown(profile: str, description: str, classifiers: dict[str, Any],
              "model's labels; *whitebox*: adaptive attack on purifier + classifier (BPDA at "
              "non-differentiable layers, EOT for randomized purifiers); *whitebox (autograd)*: the "
              "same attacks through autograd's own gradients at those layers, the protocol of the "
-             "EGC-FL and GCLN papers.", "",
+             "EGC-FL and GCLN papers. AutoAttack runs as its `rand` version against randomized "
+             "purifiers (OAG).", "",
              "## Classifiers", "", "| role | architecture | clean accuracy |", "|---|---|---|"]
     for role, c in classifiers.items():
         lines.append(f"| {role} | {c['arch']} | {_pct(c['clean_accuracy'])} |")
     if trained:
         lines += _trained_lines(trained)
+    if calibration:
+        lines += _calibration_lines(calibration)
     for defense in dict.fromkeys(r["defense"] for r in rows):
         mine = [r for r in rows if r["defense"] == defense]
         clean = next(r["accuracy"] for r in mine if r["attack"] == "clean")

@@ -1,5 +1,6 @@
-"""Stage ablation: EGC-FL Gen_k and TDZ noise energy, and retrained defense variants (EGC-FL
-without transform / feedback, GCLN's quantization-step sweep)."""
+"""Stage ablation: EGC-FL Gen_k and TDZ noise energy, retrained defense variants (EGC-FL
+without transform / feedback, GCLN's quantization-step sweep) and OAG variants (T_I, kernel
+size, the online auto-encoder)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from repurify import paths
 from repurify.ablation import run_ablation
 from repurify.data import load_dataset
 from repurify.defenses import load_defense
+from repurify.defenses.oag import load_calibration
 from repurify.io import atomic_dir, write_json
 from repurify.params import Params
 from repurify.runtime import resolve_device, seed_everything
@@ -26,10 +28,11 @@ def ablation(params: Params, args: argparse.Namespace) -> None:
     cached = load_cached_attacks(profile, "target")
     egcfl = load_defense(paths.path(paths.DEFENSE, profile, defense="egcfl"), prof.defenses["egcfl"],
                          "egcfl", tuple(ds.image_shape))
+    oag_chosen = load_calibration(paths.path(paths.OAG_CALIBRATION, profile), prof.defenses["oag"], "oag")
     s = ds.split
     seed_everything(params.seed)
     with stage_run("ablation", params) as run, atomic_dir(paths.path(paths.ABLATION, profile)) as out:
-        result = run_ablation(prof, classifiers, egcfl, (to_unit(s.x_train), s.y_train),
+        result = run_ablation(prof, classifiers, egcfl, oag_chosen, (to_unit(s.x_train), s.y_train),
                               (to_unit(s.x_test), s.y_test), cached["adversarial"],
                               num_classes=ds.num_classes, seed=params.seed, device=device, out_dir=out)
         write_json(paths.path(paths.ABLATION_METRICS, profile), result)

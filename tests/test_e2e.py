@@ -13,10 +13,12 @@ from tests.repo_copy import copy_repo
 
 pytestmark = pytest.mark.slow
 
-DEFENSES = ("none", "jpeg", "bit_depth", "median_filter", "hgd", "advae", "egcfl", "gcln")
+DEFENSES = ("none", "jpeg", "bit_depth", "median_filter", "hgd", "advae", "egcfl", "gcln", "oag")
 TRAINED = ("hgd", "advae", "egcfl", "gcln")
 AUTOGRAD = ("egcfl", "gcln")  # also attacked white-box through autograd's gradients (their papers)
+NO_PAPERNOT = ("oag",)  # evaluation.limits: it synthesizes every query anew
 STAGES = ["fetch_data", "train_classifier", "generate_attacks", *(["train_defense"] * len(TRAINED)),
+          "calibrate_oag",
           *(["evaluate"] * len(DEFENSES)), "transfer", "ablation", "report"]
 OUTPUTS = ("data/smoke/dataset.pt", "data/smoke/manifest.json", "data/smoke/models/target.pt",
            "data/smoke/models/substitute.pt", "metrics/smoke/classifier.json",
@@ -28,7 +30,7 @@ OUTPUTS = ("data/smoke/dataset.pt", "data/smoke/manifest.json", "data/smoke/mode
            "data/smoke/transfer/zoo_D.pt", "data/smoke/transfer/0_advae.pt",
            "data/smoke/transfer/1_hgd.pt", "metrics/smoke/transfer.json",
            "data/smoke/ablation/egcfl_no_feedback.pt", "data/smoke/ablation/gcln_q0.2.pt",
-           "metrics/smoke/ablation.json")
+           "metrics/smoke/ablation.json", "metrics/smoke/oag_calibration.json")
 
 
 def _sh(cwd: Path, *cmd: str, env: dict[str, str] | None = None) -> str:
@@ -52,8 +54,9 @@ def _check_outputs(repo: Path) -> dict:
         ev = json.loads((repo / f"metrics/smoke/eval/{d}.json").read_text())
         assert ev["defense"] == d and 0 <= ev["clean_accuracy"] <= 1
         threats = {(r["threat_model"], r.get("source")) for r in ev["results"]}
-        assert threats == {("oblivious", "target"), ("blackbox", "transfer"), ("blackbox", "papernot"),
-                           ("whitebox", None), *((("whitebox", "autograd"),) if d in AUTOGRAD else ())}
+        assert threats == {("oblivious", "target"), ("blackbox", "transfer"), ("whitebox", None),
+                           *((("blackbox", "papernot"),) if d not in NO_PAPERNOT else ()),
+                           *((("whitebox", "autograd"),) if d in AUTOGRAD else ())}
         for r in ev["results"]:
             assert {"attack", "threat_model", "eps", "norm", "accuracy", "n"} <= set(r)
             assert 0 <= r["accuracy"] <= 1 and r["n"] > 0
@@ -68,12 +71,21 @@ def _check_outputs(repo: Path) -> dict:
     metrics["transfer"] = transfer
     ablation = json.loads((repo / "metrics/smoke/ablation.json").read_text())
     assert list(dict.fromkeys(r["variant"] for r in ablation["rows"])) == [
-        "egcfl_gen1", "egcfl_gen2", "egcfl_no_feedback", "gcln_q0.2"]
+        "egcfl_gen1", "egcfl_gen2", "egcfl_no_feedback", "gcln_q0.2", "oag_ti2", "oag_autoencoder"]
+    assert {r["threat_model"] for r in ablation["rows"] if r["variant"] == "oag_autoencoder"} == {
+        "none", "oblivious"}
     noise = ablation["noise_energy"]
     assert len(noise["before"]) == len(noise["after"]) == 20 and noise["mean_before"] > 0
     metrics["ablation"] = ablation
+    calibration = json.loads((repo / "metrics/smoke/oag_calibration.json").read_text())
+    assert 1 <= calibration["chosen"]["network_steps"] <= 4
+    assert [len(c["curve"]) for c in calibration["candidates"]] == [4]
+    oag = {r["attack"]: r for r in metrics["eval/oag"]["results"] if r["threat_model"] == "whitebox"}
+    assert set(oag) == {"fgsm", "pgd", "autoattack"} and {r["n"] for r in oag.values()} == {4}
+    metrics["oag_calibration"] = calibration
     report = (repo / "reports/smoke/report.md").read_text()
     assert "## Model transfer (white-box)" in report and "## Ablations" in report
+    assert "## OAG calibration" in report
     assert all(f"## Defense `{d}`" in report for d in DEFENSES)
     assert not list(repo.rglob("*.tmp")), "half-written temporary files left behind"
     return metrics
@@ -117,7 +129,7 @@ def test_dvc_repro_runs_smoke(dvc_run: tuple[Path, dict, str]) -> None:
     assert {(r.data.tags["engine"], r.data.tags["profile"]) for r in runs} == {("dvc", "smoke")}
     tagged = [(r.data.tags["stage"], r.data.tags["defense"]) for r in parents if "defense" in r.data.tags]
     assert sorted(tagged) == sorted([*(("evaluate", d) for d in DEFENSES),
-                                     *(("train_defense", d) for d in TRAINED)])
+                                     *(("train_defense", d) for d in TRAINED), ("calibrate_oag", "oag")])
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     rows = sum(len(json.loads((repo / f"metrics/smoke/eval/{d}.json").read_text())["results"])
                for d in DEFENSES)
