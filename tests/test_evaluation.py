@@ -1,4 +1,5 @@
-"""Evaluation plumbing: Papernot substitute, held-out seeds, report rendering."""
+"""Evaluation plumbing: Papernot substitute, held-out seeds, white-box limits and protocols,
+report rendering."""
 
 from __future__ import annotations
 
@@ -6,11 +7,20 @@ import pytest
 import torch
 from torch import nn
 
+from repurify import evaluation
 from repurify.blackbox import jacobian_augment, train_papernot_substitute
 from repurify.data import load_split
+from repurify.defenses import EOT, DefendedModel, Identity, Purifier
 from repurify.errors import ParamsError
-from repurify.evaluation import load_eval_data
-from repurify.params import ClassifierParams, load_params
+from repurify.evaluation import limited, load_eval_data, whitebox_rows
+from repurify.params import (
+    AutoAttackSpec,
+    ClassifierParams,
+    EvaluationLimit,
+    FgsmSpec,
+    PgdSpec,
+    load_params,
+)
 from repurify.report import render_markdown, summary_rows
 from tests.repo_copy import ROOT
 
@@ -106,3 +116,36 @@ def test_report_autograd_column_and_ablations() -> None:
     assert "| variant | clean | pgd whitebox | pgd whitebox (autograd) |" in md
     assert "| egcfl_gen1 | 99.0 | 40.0 |  |" in md and "| gcln_q2 | 98.0 |  | 97.0 |" in md
     assert "1.500 before the TDZ, 0.750 after it (ratio 0.500)" in md
+
+
+class _Noisy(Purifier):
+    randomized = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x + 0.01 * torch.randn_like(x)).clamp(0, 1)
+
+
+def test_whitebox_limits_and_autoattack_rand_for_randomized(monkeypatch: pytest.MonkeyPatch) -> None:
+    """EOT wraps randomized purifiers, except for AutoAttack, which runs as `rand` (its own EOT);
+    a limit keeps the listed attacks on at most n images."""
+    calls = []
+
+    def fake_attack(spec, model, x, y, **_):
+        calls.append((spec.kind, getattr(spec, "version", None), type(model), len(x)))
+        return x, None
+
+    monkeypatch.setattr(evaluation, "run_attack", fake_attack)
+    specs = [("fgsm", FgsmSpec(kind="fgsm", eps=0.1)),
+             ("pgd", PgdSpec(kind="pgd", eps=0.1, step_size=0.05, steps=2, n=2)),
+             ("autoattack", AutoAttackSpec(kind="autoattack", eps=0.1))]
+    kept = limited(specs, EvaluationLimit(whitebox_attacks=["pgd", "autoattack"], n=3))
+    assert [(a, s.n) for a, s in kept] == [("pgd", 2), ("autoattack", 3)]
+    assert limited(specs, None) == specs
+    x, y = torch.rand(5, 16), torch.zeros(5, dtype=torch.long)
+    kw = {"num_classes": 3, "batch_size": 8, "eot_samples": 4, "seed": 0}
+    rows = whitebox_rows(DefendedModel(_Noisy(), _mlp()), kept, x, y, **kw)
+    assert calls == [("pgd", None, EOT, 2), ("autoattack", "rand", DefendedModel, 3)]
+    assert [(r["eot_samples"], r.get("version")) for r in rows] == [(4, None), (20, "rand")]
+    calls.clear()
+    whitebox_rows(DefendedModel(Identity(), _mlp()), kept, x, y, **kw)
+    assert calls == [("pgd", None, DefendedModel, 2), ("autoattack", "standard", DefendedModel, 3)]

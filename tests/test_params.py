@@ -103,6 +103,13 @@ def test_yaml_exponent_floats_are_numbers(tmp_path: Path) -> None:
         ("profiles.digits.defenses.gcln.lam", 1.5, "less than or equal to 1"),
         ("profiles.digits.defenses.gcln.vgg_layer", "relu9_9", "'relu1_2'"),
         ("profiles.digits.ablation.attacks", ["pgd", "nope"], "not keys of attacks"),
+        ("profiles.digits.defenses.oag.kernel", 4, "kernel must be odd"),
+        ("profiles.digits.defenses.oag.generator", "gan", "'alternate' or 'autoencoder'"),
+        ("profiles.digits.defenses.oag.calibration.eps_g", [], "at least 1 item"),
+        ("profiles.digits.defenses.oag.calibration.tolerance", 1.0, "less than 1"),
+        ("profiles.digits.evaluation.limits", {"oga": {"n": 3}}, "not a defense slot"),
+        ("profiles.digits.evaluation.limits", {"oag": {"whitebox_attacks": ["nope"]}},
+         "not keys of attacks"),
         ("profiles.digits.ablation.n", 5000, "exceeds evaluation.n"),
         ("profiles.digits.classifiers.target.arch", "vit_h14", "unknown architecture"),
         ("profiles.digits.classifiers.target.optimizer", "lion", "'sgd' or 'adam'"),
@@ -134,7 +141,10 @@ def test_every_defense_is_configured(raw: dict[str, Any]) -> None:
 def test_trained_defense_slots_hold_their_kind(raw: dict[str, Any]) -> None:
     bad = _set(raw, "profiles.smoke.defenses.hgd", {"kind": "jpeg", "quality": 50})
     with pytest.raises(ParamsError, match=r"profiles\.smoke\.defenses\.hgd\.kind: the hgd slot is "
-                                          r"trained by train_defense_hgd and must be 'hgd'"):
+                                          r"prepared by its own stage and must be 'hgd'"):
+        validate_params(bad)
+    bad = _set(raw, "profiles.smoke.defenses.oag", {"kind": "none"})
+    with pytest.raises(ParamsError, match=r"defenses\.oag\.kind: .* must be 'oag'"):
         validate_params(bad)
 
 
