@@ -39,5 +39,8 @@ lock:  ## re-resolve requirements.lock (needs `uv`)
 	  --python-platform x86_64-manylinux_2_28 --no-emit-index-url --no-emit-find-links \
 	  --custom-compile-command "make lock" $(LOCK_FLAGS)
 
+bench: $(STAMP)  ## speed benchmarks -> benchmarks/results.json and results.md
+	python -m benchmarks
+
 clean-env:
 	rm -rf $(VENV)
