@@ -30,6 +30,7 @@ from tqdm import tqdm
 from repurify.attacks import run_attack
 from repurify.blackbox import train_papernot_substitute
 from repurify.defenses import EOT, DefendedModel, bpda
+from repurify.errors import ParamsError
 from repurify.models import build_classifier
 from repurify.params import EvaluationLimit, ProfileParams
 from repurify.training import accuracy
@@ -168,15 +169,35 @@ def _papernot_rows(defended: DefendedModel, profile: ProfileParams, data: EvalDa
     return rows
 
 
-def load_eval_data(split, profile: ProfileParams) -> EvalData:
-    """First ``evaluation.n`` test images; the next ``papernot.seed_images`` are the seeds."""
-    ev = profile.evaluation
-    need = ev.n + ev.papernot.seed_images
-    if need > len(split.y_test):
-        from repurify.errors import ParamsError
+def load_eval_data(split, profile: ProfileParams, target: nn.Module | None = None,
+                   device: torch.device | None = None) -> EvalData:
+    """The evaluated test images and, after them, ``papernot.seed_images`` seeds.
 
+    By default the first ``evaluation.n`` test images. With ``evaluation.per_class`` (OAG Sec.
+    IV-A: 2 correctly classified images per class), the first that many images of each class
+    that ``target`` classifies correctly, in test order; the seeds are the first other images.
+    """
+    ev = profile.evaluation
+    x, y = split.x_test.float() / 255, split.y_test
+    if ev.per_class is None:
+        picked = torch.arange(min(ev.n, len(y)))
+    else:
+        if target is None:
+            raise ValueError("evaluation.per_class selects by the target's predictions: pass it")
+        device = device or torch.device("cpu")
+        correct = predict(target.to(device).eval(), x.to(device), ev.batch_size) == y
+        picked = torch.cat([torch.nonzero(correct & (y == c)).flatten()[:ev.per_class]
+                            for c in range(len(split.classes))]).sort().values
+        if len(picked) != ev.n:
+            raise ParamsError(
+                f"evaluation.n: {ev.n}, but evaluation.per_class {ev.per_class} selects {len(picked)} "
+                f"correctly classified test images ({len(split.classes)} classes); set n to that")
+    rest = torch.ones(len(y), dtype=torch.bool)
+    rest[picked] = False
+    seeds = torch.nonzero(rest).flatten()[:ev.papernot.seed_images]
+    if len(picked) < ev.n or len(seeds) < ev.papernot.seed_images:
+        need = ev.n + ev.papernot.seed_images
         raise ParamsError(
             f"evaluation.n ({ev.n}) + evaluation.papernot.seed_images ({ev.papernot.seed_images}) "
-            f"= {need} exceeds the {len(split.y_test)} test images; lower them")
-    x = split.x_test.float() / 255
-    return EvalData(x[:ev.n], split.y_test[:ev.n], x[ev.n:need], len(split.classes))
+            f"= {need} exceeds the {len(y)} test images; lower them")
+    return EvalData(x[picked], y[picked], x[seeds], len(split.classes))

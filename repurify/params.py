@@ -214,6 +214,9 @@ class EvaluationParams(_Strict):
     # of purifiers whose papers did so (EGC-FL, GCLN); None: every white-box attack
     autograd_attacks: list[str] | None = None
     limits: dict[str, EvaluationLimit] = {}  # defense slot -> a cheaper evaluation
+    # OAG Sec. IV-A: evaluate on this many correctly classified test images per class (then n must
+    # be per_class x classes); None: the first n test images
+    per_class: int | None = Field(default=None, gt=0)
 
 
 class NoneSpec(_Strict):

@@ -12,6 +12,7 @@ from repurify.ablation import run_ablation
 from repurify.data import load_dataset
 from repurify.defenses import load_defense
 from repurify.defenses.oag import load_calibration
+from repurify.evaluation import load_eval_data
 from repurify.io import atomic_dir, write_json
 from repurify.params import Params
 from repurify.runtime import resolve_device, seed_everything
@@ -30,10 +31,11 @@ def ablation(params: Params, args: argparse.Namespace) -> None:
                          "egcfl", tuple(ds.image_shape))
     oag_chosen = load_calibration(paths.path(paths.OAG_CALIBRATION, profile), prof.defenses["oag"], "oag")
     s = ds.split
+    data = load_eval_data(s, prof, classifiers["target"], device)  # the images of the cached attacks
     seed_everything(params.seed)
     with stage_run("ablation", params) as run, atomic_dir(paths.path(paths.ABLATION, profile)) as out:
         result = run_ablation(prof, classifiers, egcfl, oag_chosen, (to_unit(s.x_train), s.y_train),
-                              (to_unit(s.x_test), s.y_test), cached["adversarial"],
+                              (data.x, data.y), cached["adversarial"],
                               num_classes=ds.num_classes, seed=params.seed, device=device, out_dir=out)
         write_json(paths.path(paths.ABLATION_METRICS, profile), result)
         for r in result["rows"]:

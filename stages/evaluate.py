@@ -20,8 +20,8 @@ from stages._cli import load_cached_attacks, load_classifiers, run_stage
 def evaluate(params: Params, args: argparse.Namespace) -> None:
     profile, prof, defense = params.profile, params.active, args.defense
     device = resolve_device(args.device)
-    data = load_eval_data(load_dataset(paths.path(paths.DATASET, profile)).split, prof)
     target = load_classifiers(params, ("target",))["target"]
+    data = load_eval_data(load_dataset(paths.path(paths.DATASET, profile)).split, prof, target, device)
     cached = {role: load_cached_attacks(profile, role) for role in paths.ROLES}
     spec = prof.defenses[defense]
     seed_everything(params.seed)

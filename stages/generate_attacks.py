@@ -26,8 +26,9 @@ THREAT_OF_ROLE = {"target": "oblivious", "substitute": "blackbox"}
 def generate_attacks(params: Params, args: argparse.Namespace) -> None:
     profile, prof = params.profile, params.active
     device = resolve_device(args.device)
-    data = load_eval_data(load_dataset(paths.path(paths.DATASET, profile)).split, prof)
     models = load_classifiers(params)
+    data = load_eval_data(load_dataset(paths.path(paths.DATASET, profile)).split, prof,
+                          models["target"], device)
     report: dict[str, dict] = {}
     with stage_run("generate_attacks", params) as run:
         for role, model in models.items():

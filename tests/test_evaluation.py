@@ -3,6 +3,8 @@ report rendering."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 from torch import nn
@@ -68,6 +70,32 @@ def test_eval_data_holds_out_papernot_seeds() -> None:
     too_many = prof.model_copy(update={"evaluation": prof.evaluation.model_copy(update={"n": 79})})
     with pytest.raises(ParamsError, match=r"evaluation.n \(79\) \+ .* exceeds the 80 test images"):
         load_eval_data(split, too_many)
+
+
+class _Oracle(nn.Module):
+    """Predicts the label stored in the first pixel: correct only where that pixel says so."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.one_hot((x[:, 0, 0, 0] * 255).round().long(), 3).float()
+
+
+def test_eval_data_per_class_takes_correctly_classified_images() -> None:
+    """OAG Sec. IV-A: k correctly classified test images per class, in test order."""
+    y = torch.tensor([0, 1, 1, 2, 0, 2, 1, 0, 2, 0])
+    predicted = torch.tensor([0, 2, 1, 2, 0, 2, 1, 1, 2, 0])  # wrong at 1 and 7
+    x = torch.zeros(10, 1, 2, 2, dtype=torch.uint8)
+    x[:, 0, 0, 0] = predicted.to(torch.uint8)
+    split = SimpleNamespace(x_test=x, y_test=y, classes=["a", "b", "c"])
+    prof = load_params(ROOT / "params.yaml", profile="smoke").active
+    ev = prof.evaluation.model_copy(update={"n": 6, "per_class": 2, "papernot": prof.evaluation.papernot
+                                            .model_copy(update={"seed_images": 3})})
+    prof = prof.model_copy(update={"evaluation": ev})
+    data = load_eval_data(split, prof, _Oracle())
+    assert data.y.tolist() == [0, 1, 2, 0, 2, 1]  # test indices 0, 2, 3, 4, 5, 6
+    assert torch.equal(data.seeds, x[[1, 7, 8]].float() / 255)  # the first images not picked
+    wrong_n = prof.model_copy(update={"evaluation": ev.model_copy(update={"n": 8})})
+    with pytest.raises(ParamsError, match=r"evaluation.n: 8, but evaluation.per_class 2 selects 6"):
+        load_eval_data(split, wrong_n, _Oracle())
 
 
 def test_report_tables() -> None:
