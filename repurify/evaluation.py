@@ -57,8 +57,9 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
                           for i in range(0, len(x), batch_size)])
 
 
-def _row(name: str, spec: Any, threat: str, pred: torch.Tensor, y: torch.Tensor,
-         targets: torch.Tensor | None, **extra: Any) -> dict[str, Any]:
+def attack_row(name: str, spec: Any, threat: str, pred: torch.Tensor, y: torch.Tensor,
+               targets: torch.Tensor | None, **extra: Any) -> dict[str, Any]:
+    """One result: the attack's settings, the accuracy of ``pred`` and the targets it hit."""
     row = {"attack": name, "kind": spec.kind, "threat_model": threat,
            "eps": getattr(spec, "eps", None), "norm": spec.norm, "targeted": spec.targeted,
            "accuracy": agreement(pred, y), "n": len(y), **extra}
@@ -88,8 +89,8 @@ def evaluate_defense(defended: DefendedModel, profile: ProfileParams, data: Eval
             adv = cached[role]["adversarial"][name].to(device)
             targets = cached[role]["targets"].get(name)
             n = len(adv)
-            rows.append(_row(name, spec, threat, predict(defended, adv, ev.batch_size), y[:n],
-                             targets, source="transfer" if role == "substitute" else "target"))
+            rows.append(attack_row(name, spec, threat, predict(defended, adv, ev.batch_size), y[:n],
+                                   targets, source="transfer" if role == "substitute" else "target"))
 
     if limit.papernot:
         rows += _papernot_rows(defended, profile, data, seed=seed, device=device)
@@ -133,9 +134,9 @@ def whitebox_rows(defended: DefendedModel, specs: list[tuple[str, Any]], x: torc
                 adv, targets = run_attack(spec, attacked, x[:n], y[:n].to(x.device),
                                           num_classes=num_classes, batch_size=batch_size, seed=seed,
                                           early_stop=not defended.randomized)
-            rows.append(_row(name, spec, "whitebox", predict(defended, adv, batch_size), y[:n],
-                             targets, bpda=adaptive and not defended.purifier.differentiable,
-                             **extra, **({} if adaptive else {"source": "autograd"})))
+            rows.append(attack_row(name, spec, "whitebox", predict(defended, adv, batch_size), y[:n],
+                                   targets, bpda=adaptive and not defended.purifier.differentiable,
+                                   **extra, **({} if adaptive else {"source": "autograd"})))
     return rows
 
 
@@ -164,8 +165,8 @@ def _papernot_rows(defended: DefendedModel, profile: ProfileParams, data: EvalDa
         adv, targets = run_attack(spec, substitute, x[:n], y[:n].to(device),
                                   num_classes=data.num_classes, batch_size=ev.batch_size, seed=seed,
                                   early_stop=False)
-        rows.append(_row(name, spec, "blackbox", predict(defended, adv, ev.batch_size), y[:n],
-                         targets, source="papernot", substitute_accuracy=sub_acc, **stats))
+        rows.append(attack_row(name, spec, "blackbox", predict(defended, adv, ev.batch_size), y[:n],
+                               targets, source="papernot", substitute_accuracy=sub_acc, **stats))
     return rows
 
 

@@ -384,16 +384,19 @@ DefenseSpec = Annotated[NoneSpec | JpegSpec | BitDepthSpec | MedianSpec | HgdSpe
 
 
 class TransferEntry(_Strict):
-    """Train a defense slot's variant on some classifiers, attack it on others (white-box)."""
+    """A defense slot's variant trained on some classifiers and attacked on others: white-box
+    (AdvAE Table 3, HGD Table 4), or oblivious for OAG, which trains nothing (its Table III)."""
 
-    defense: Literal["hgd", "advae"]
-    trained_on: list[str] = Field(min_length=1)  # AdvAE: the Eq. 8 ensemble; HGD: the guide
+    defense: Literal["hgd", "advae", "oag"]
+    trained_on: list[str] = []  # AdvAE: the Eq. 8 ensemble; HGD: the guide; OAG: none
     evaluated_on: list[str] = Field(min_length=1)
+    threat_model: Literal["whitebox", "oblivious"] = "whitebox"  # oblivious: crafted on the bare model
+    attacks: dict[str, list[str]] = {}  # per evaluated classifier, instead of transfer.attacks
     training: DefenseTraining | None = None  # overrides the slot's training settings
 
 
 class TransferParams(_Strict):
-    """Model transfer of trained defenses (AdvAE Table 3, HGD Table 4)."""
+    """Model transfer of defenses (AdvAE Table 3, HGD Table 4, OAG Table III)."""
 
     zoo: dict[str, ClassifierParams] = {}  # extra classifiers beside target and substitute
     grid: list[TransferEntry] = []
@@ -474,6 +477,14 @@ class ProfileParams(_Strict):
                                      f"choose from {tr.names()}")
             if entry.defense == "hgd" and len(entry.trained_on) != 1:
                 raise ValueError(f"transfer.grid.{i}.trained_on: HGD is guided by one classifier")
+            if (entry.defense == "oag") == bool(entry.trained_on):
+                raise ValueError(f"transfer.grid.{i}.trained_on: give it for trained defenses only "
+                                 "(OAG trains nothing)")
+            for name, keys in entry.attacks.items():
+                if name not in entry.evaluated_on:
+                    raise ValueError(f"transfer.grid.{i}.attacks.{name}: not in evaluated_on")
+                if unknown := [a for a in keys if a not in self.attacks]:
+                    raise ValueError(f"transfer.grid.{i}.attacks.{name}: {unknown} are not keys of attacks")
         egcfl = self.defenses["egcfl"]
         if egcfl.feedback and egcfl.converter_width < self.data.channels:
             raise ValueError(f"defenses.egcfl.converter_width: {egcfl.converter_width} is below the "

@@ -63,20 +63,27 @@ def _calibration_lines(cal: dict[str, Any]) -> list[str]:
 
 def _transfer_lines(transfer: dict[str, Any]) -> list[str]:
     """One table per defense: attacks x "trained on / evaluated on" (AdvAE Table 3 layout)."""
-    lines = ["", "## Model transfer (white-box)", "",
-             "*X/A*: trained with classifier X (an ensemble {X,A,B}: Eq. 8; HGD: guided by X), "
-             "placed in front of classifier A and attacked through both."]
+    lines = ["", "## Model transfer", "",
+             "*X/A*: trained with classifier X (an ensemble {X,A,B}: Eq. 8; HGD: guided by X; "
+             "*online*: OAG, which trains nothing), placed in front of classifier A and attacked "
+             "through both (white-box) or on A alone (gray-box, OAG Table III)."]
     if transfer["zoo"]:
         lines += ["", "| zoo classifier | architecture | clean accuracy |", "|---|---|---|"]
         lines += [f"| {k} | {z['arch']} | {_pct(z['clean_accuracy'])} |" for k, z in transfer["zoo"].items()]
     for defense in dict.fromkeys(r["defense"] for r in transfer["rows"]):
         mine = [r for r in transfer["rows"] if r["defense"] == defense]
         columns = list(dict.fromkeys(r["column"] for r in mine))
-        lines += ["", f"### `{defense}`", "", "| attack | " + " | ".join(columns) + " |",
-                  "|---" * (len(columns) + 1) + "|"]
+        threats = sorted({r["threat_model"] for r in mine} - {"none"})
+        lines += ["", f"### `{defense}` ({', '.join(threats)})", "",
+                  "| attack | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
         for attack in dict.fromkeys(r["attack"] for r in mine):
-            cells = {r["column"]: r["accuracy"] for r in mine if r["attack"] == attack}
+            of_attack = [r for r in mine if r["attack"] == attack]
+            cells = {r["column"]: r["accuracy"] for r in of_attack}
             lines.append(f"| {attack} | " + " | ".join(_pct(cells.get(c)) for c in columns) + " |")
+            bare = {r["column"]: r["undefended_accuracy"] for r in of_attack if "undefended_accuracy" in r}
+            if bare:
+                lines.append(f"| {attack}, no defense | "
+                             + " | ".join(_pct(bare.get(c)) for c in columns) + " |")
     return lines
 
 

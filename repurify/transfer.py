@@ -5,6 +5,9 @@ AdvAE Table 3: an auto-encoder trained on model X (Eq. 7) or on the ensemble
 HGD Table 4: an LGD guided by one classifier protecting another. Each grid
 entry trains a variant of a defense slot (its ``classifiers`` or ``guide``
 replaced by ``trained_on``) and evaluates it on every ``evaluated_on`` model.
+OAG Table III: OAG, which trains nothing, in front of other target networks
+under its gray-box protocol (``threat_model: oblivious``: the attack is crafted
+on the bare classifier; the rows also give the undefended accuracy).
 """
 
 from __future__ import annotations
@@ -14,8 +17,10 @@ from typing import Any
 
 import torch
 
-from repurify.defenses import TRAINERS, DefendedModel, save_defense
-from repurify.evaluation import agreement, predict, whitebox_rows
+from repurify.attacks import run_attack
+from repurify.defenses import TRAINERS, DefendedModel, Purifier, save_defense
+from repurify.defenses.oag import OAG, settings
+from repurify.evaluation import agreement, attack_row, predict, whitebox_rows
 from repurify.models.classifier import Classifier
 from repurify.params import ProfileParams, TransferEntry
 
@@ -34,31 +39,58 @@ def label(names: list[str]) -> str:
     return names[0] if len(names) == 1 else "{" + ",".join(names) + "}"
 
 
+def oblivious_rows(defended: DefendedModel, specs: list[tuple[str, Any]], x: torch.Tensor,
+                   y: torch.Tensor, *, num_classes: int, batch_size: int,
+                   seed: int) -> list[dict[str, Any]]:
+    """Gray-box rows: each attack crafted on the bare classifier, then fed to the defense."""
+    rows = []
+    for name, spec in specs:
+        n = min(len(y), spec.n or len(y))
+        adv, targets = run_attack(spec, defended.classifier, x[:n], y[:n].to(x.device),
+                                  num_classes=num_classes, batch_size=batch_size, seed=seed,
+                                  early_stop=False)
+        undefended = agreement(predict(defended.classifier, adv, batch_size), y[:n])
+        rows.append(attack_row(name, spec, "oblivious", predict(defended, adv, batch_size), y[:n],
+                               targets, undefended_accuracy=undefended))
+    return rows
+
+
 def run_grid(profile: ProfileParams, classifiers: dict[str, Classifier], train: tuple[torch.Tensor, ...],
-             test: tuple[torch.Tensor, ...], *, num_classes: int, seed: int, device: torch.device,
-             out_dir: Path) -> list[dict[str, Any]]:
-    """Train every grid entry's variant, save it under ``out_dir``, return one row per
-    (entry, evaluated model, attack) plus a ``clean`` row per pair."""
+             test: tuple[torch.Tensor, ...], *, oag_chosen: dict[str, Any] | None, num_classes: int,
+             seed: int, device: torch.device, out_dir: Path) -> list[dict[str, Any]]:
+    """Train every grid entry's variant (OAG: use the calibrated slot), save trained ones under
+    ``out_dir``, return one row per (entry, evaluated model, attack) plus a ``clean`` row per pair."""
     tr, ev = profile.transfer, profile.evaluation
-    specs = [(a, profile.attacks[a]) for a in tr.attacks]
     x_test, y_test = test[0][:tr.n].to(device), test[1][:tr.n]
+    kw = {"num_classes": num_classes, "batch_size": ev.batch_size, "seed": seed}
     rows: list[dict[str, Any]] = []
     for i, entry in enumerate(tr.grid):
-        spec = variant(profile.defenses[entry.defense], entry)
-        gen = torch.Generator().manual_seed(seed + 1000 + i)
-        purifier, hist, _ = TRAINERS[spec.kind](spec, *train, classifiers, device=device, gen=gen)
-        trained_on = label(entry.trained_on)
-        save_defense(out_dir / f"{i}_{entry.defense}.pt", purifier.cpu(), spec,
-                     {"image_shape": list(x_test.shape[1:]), "trained_on": entry.trained_on})
+        base: dict[str, Any] = {"entry": i, "defense": entry.defense}
+        if entry.defense == "oag":
+            if oag_chosen is None:
+                raise ValueError("an OAG grid entry needs the calibrate_oag values")
+            spec = profile.defenses["oag"]
+            purifier: Purifier = OAG(settings(spec, oag_chosen), seed, spec.batch_size)
+            trained_on = "online"
+        else:
+            spec = variant(profile.defenses[entry.defense], entry)
+            gen = torch.Generator().manual_seed(seed + 1000 + i)
+            purifier, hist, _ = TRAINERS[spec.kind](spec, *train, classifiers, device=device, gen=gen)
+            trained_on = label(entry.trained_on)
+            save_defense(out_dir / f"{i}_{entry.defense}.pt", purifier.cpu(), spec,
+                         {"image_shape": list(x_test.shape[1:]), "trained_on": entry.trained_on})
+            base["best_epoch"] = hist.best_epoch
         for name in entry.evaluated_on:
             defended = DefendedModel(purifier, classifiers[name]).to(device).eval()
-            base = {"entry": i, "defense": entry.defense, "trained_on": trained_on,
-                    "evaluated_on": name, "column": f"{trained_on}/{name}",
-                    "best_epoch": hist.best_epoch}
+            pair = {**base, "trained_on": trained_on, "evaluated_on": name,
+                    "column": f"{trained_on}/{name}"}
             clean = agreement(predict(defended, x_test, ev.batch_size), y_test)
-            rows.append({**base, "attack": "clean", "threat_model": "none", "accuracy": clean,
+            rows.append({**pair, "attack": "clean", "threat_model": "none", "accuracy": clean,
                          "n": len(y_test)})
-            rows += [{**base, **r} for r in whitebox_rows(
-                defended, specs, x_test, y_test, num_classes=num_classes, batch_size=ev.batch_size,
-                eot_samples=ev.eot_samples, seed=seed)]
+            specs = [(a, profile.attacks[a]) for a in entry.attacks.get(name, tr.attacks)]
+            if entry.threat_model == "oblivious":
+                rows += [{**pair, **r} for r in oblivious_rows(defended, specs, x_test, y_test, **kw)]
+            else:
+                rows += [{**pair, **r} for r in whitebox_rows(defended, specs, x_test, y_test,
+                                                              eot_samples=ev.eot_samples, **kw)]
     return rows

@@ -7,6 +7,7 @@ import sys
 
 from repurify import paths
 from repurify.data import load_dataset
+from repurify.defenses.oag import load_calibration
 from repurify.io import atomic_dir, write_json
 from repurify.models.classifier import save_classifier
 from repurify.params import Params
@@ -23,6 +24,8 @@ def transfer(params: Params, args: argparse.Namespace) -> None:
     device = resolve_device(args.device)
     ds = load_dataset(paths.path(paths.DATASET, profile))
     classifiers = load_classifiers(params)
+    oag_chosen = (load_calibration(paths.path(paths.OAG_CALIBRATION, profile), prof.defenses["oag"], "oag")
+                  if any(e.defense == "oag" for e in tr.grid) else None)
     s = ds.split
     with stage_run("transfer", params) as run, atomic_dir(paths.path(paths.TRANSFER, profile)) as out:
         zoo = {}
@@ -36,7 +39,8 @@ def transfer(params: Params, args: argparse.Namespace) -> None:
             model.eval().requires_grad_(False)
         seed_everything(params.seed)
         rows = run_grid(prof, classifiers, (to_unit(s.x_train), s.y_train), (to_unit(s.x_test), s.y_test),
-                        num_classes=ds.num_classes, seed=params.seed, device=device, out_dir=out)
+                        oag_chosen=oag_chosen, num_classes=ds.num_classes, seed=params.seed,
+                        device=device, out_dir=out)
         write_json(paths.path(paths.TRANSFER_METRICS, profile), {"zoo": zoo, "rows": rows})
         for r in rows:
             run.log_metric(f"transfer.{r['column']}.{r['attack']}", r["accuracy"])

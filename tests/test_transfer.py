@@ -55,7 +55,15 @@ def test_digits_grid_is_advae_table_3_and_hgd_table_4() -> None:
          "transfer.grid.0.evaluated_on: ['Q'] are not classifiers"),
         ({"defense": "hgd", "trained_on": ["X", "A"], "evaluated_on": ["A"]},
          "transfer.grid.0.trained_on: HGD is guided by one classifier"),
-        ({"defense": "jpeg", "trained_on": ["X"], "evaluated_on": ["A"]}, "'hgd' or 'advae'"),
+        ({"defense": "jpeg", "trained_on": ["X"], "evaluated_on": ["A"]}, "'hgd', 'advae' or 'oag'"),
+        ({"defense": "advae", "evaluated_on": ["A"]},
+         "transfer.grid.0.trained_on: give it for trained defenses only"),
+        ({"defense": "oag", "trained_on": ["X"], "evaluated_on": ["A"]},
+         "transfer.grid.0.trained_on: give it for trained defenses only (OAG trains nothing)"),
+        ({"defense": "oag", "evaluated_on": ["A"], "attacks": {"B": ["pgd"]}},
+         "transfer.grid.0.attacks.B: not in evaluated_on"),
+        ({"defense": "oag", "evaluated_on": ["A"], "attacks": {"A": ["nope"]}},
+         "transfer.grid.0.attacks.A: ['nope'] are not keys of attacks"),
     ],
 )
 def test_bad_grid_entries_name_the_key(raw: dict[str, Any], entry: dict, message: str) -> None:
@@ -90,22 +98,38 @@ def test_run_grid_rows_cover_every_pair_and_attack(tmp_path) -> None:
     gen = torch.Generator().manual_seed(0)
     train = (torch.rand(40, 1, 16, 16, generator=gen), torch.randint(0, 10, (40,), generator=gen))
     test = (torch.rand(30, 1, 16, 16, generator=gen), torch.randint(0, 10, (30,), generator=gen))
-    rows = run_grid(prof, classifiers, train, test, num_classes=10, seed=0,
+    # OAG Table III: gray-box, one attack per target network
+    oag = TransferEntry(defense="oag", evaluated_on=["target", "D"], threat_model="oblivious",
+                        attacks={"D": ["pgd"]})
+    prof = prof.model_copy(update={"transfer": prof.transfer.model_copy(
+        update={"grid": [*prof.transfer.grid, oag]})})
+    chosen = {"eps_g": 1.0, "beta": 1e-4, "init_std": 0.01, "network_steps": 2}
+    rows = run_grid(prof, classifiers, train, test, oag_chosen=chosen, num_classes=10, seed=0,
                     device=torch.device("cpu"), out_dir=tmp_path)
     assert sorted((r["column"], r["attack"]) for r in rows) == sorted(
         [("{target,substitute}/D", "clean"), ("{target,substitute}/D", "fgsm"),
-         ("substitute/target", "clean"), ("substitute/target", "fgsm")])
+         ("substitute/target", "clean"), ("substitute/target", "fgsm"),
+         ("online/target", "clean"), ("online/target", "fgsm"), ("online/D", "clean"),
+         ("online/D", "pgd")])
     assert all(r["n"] == prof.transfer.n and 0 <= r["accuracy"] <= 1 for r in rows)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["0_advae.pt", "1_hgd.pt"]
+    gray = [r for r in rows if r["defense"] == "oag" and r["attack"] != "clean"]
+    assert {r["threat_model"] for r in gray} == {"oblivious"}
+    assert all(0 <= r["undefended_accuracy"] <= 1 for r in gray)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["0_advae.pt", "1_hgd.pt"]  # OAG: nothing
 
 
 def test_report_has_the_transfer_table() -> None:
     rows = [{"defense": "none", "attack": "clean", "threat_model": "none", "accuracy": 0.9, "n": 1}]
     transfer = {"zoo": {"A": {"arch": "mnist_a", "clean_accuracy": 0.98}}, "rows": [
-        {"defense": "advae", "column": "X/A", "attack": "clean", "accuracy": 0.97},
-        {"defense": "advae", "column": "X/A", "attack": "pgd", "accuracy": 0.5},
-        {"defense": "advae", "column": "{X,A,B}/A", "attack": "pgd", "accuracy": 0.75}]}
+        {"defense": "advae", "column": "X/A", "attack": "clean", "threat_model": "none", "accuracy": 0.97},
+        {"defense": "advae", "column": "X/A", "attack": "pgd", "threat_model": "whitebox", "accuracy": 0.5},
+        {"defense": "advae", "column": "{X,A,B}/A", "attack": "pgd", "threat_model": "whitebox",
+         "accuracy": 0.75},
+        {"defense": "oag", "column": "online/A", "attack": "bim", "threat_model": "oblivious",
+         "accuracy": 0.8, "undefended_accuracy": 0.1}]}
     md = render_markdown("p", "d", {}, rows, {}, transfer)
     assert "| A | mnist_a | 98.0 |" in md
+    assert "### `advae` (whitebox)" in md and "### `oag` (oblivious)" in md
     assert "| attack | X/A | {X,A,B}/A |" in md
+    assert "| bim | 80.0 |" in md and "| bim, no defense | 10.0 |" in md
     assert "| pgd | 50.0 | 75.0 |" in md and "| clean | 97.0 |  |" in md

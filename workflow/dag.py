@@ -169,7 +169,8 @@ STAGES: tuple[Stage, ...] = (
         )
         for defense in paths.DEFENSES
     ),
-    _experiment_stage("transfer", deps=(), out_dir=paths.TRANSFER, metrics=paths.TRANSFER_METRICS),
+    _experiment_stage("transfer", deps=(paths.OAG_CALIBRATION,), out_dir=paths.TRANSFER,
+                      metrics=paths.TRANSFER_METRICS),
     _experiment_stage("ablation", deps=(paths.ADVERSARIAL.replace("{role}", "target"),
                                         paths.DEFENSE.replace("{defense}", "egcfl"),
                                         paths.OAG_CALIBRATION),

@@ -1,6 +1,7 @@
 """Model registry (timm-style ``@register``) and the normalising classifier wrapper."""
 
-from repurify.models import mnist as _mnist  # noqa: F401  (registers the architectures)
+from repurify.models import imagenet as _imagenet  # noqa: F401  (registers the architectures)
+from repurify.models import mnist as _mnist  # noqa: F401
 from repurify.models import resnet as _resnet  # noqa: F401
 from repurify.models.classifier import (
     Classifier,

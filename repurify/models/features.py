@@ -10,7 +10,8 @@ from repurify.models.classifier import Classifier
 
 def _feature_module(net: nn.Module) -> tuple[nn.Module, bool]:
     """The module whose output (True) or input (False) is the topmost conv feature map."""
-    for name in ("layers", "layer4"):  # CIFAR ResNets / torchvision ResNets: last stage's output
+    # CIFAR ResNets / torchvision ResNets / VGG, MobileNet, DenseNet: the last stage's output
+    for name in ("layers", "layer4", "features"):
         if isinstance(getattr(net, name, None), nn.Module):
             return getattr(net, name), True
     has_conv = False

@@ -1,11 +1,10 @@
-"""ResNets: CIFAR-style (3x3 stem, no max-pool) 18/34 and torchvision's ImageNet 18/50."""
+"""CIFAR-style ResNets (3x3 stem, no max-pool), 18 and 34 layers."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision import models as tvm
 
 from repurify.models.registry import register
 
@@ -59,22 +58,3 @@ def resnet18_cifar(in_channels: int, num_classes: int, image_size: int) -> nn.Mo
 @register("resnet34_cifar")
 def resnet34_cifar(in_channels: int, num_classes: int, image_size: int) -> nn.Module:
     return CifarResNet((3, 4, 6, 3), in_channels, num_classes)
-
-
-def _imagenet(fn, in_channels: int, num_classes: int) -> nn.Module:
-    net = fn(weights=None, num_classes=num_classes)
-    if in_channels != 3:
-        net.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
-    return net
-
-
-@register("resnet18")
-def resnet18(in_channels: int, num_classes: int, image_size: int) -> nn.Module:
-    """torchvision ResNet-18 (ImageNet stem), randomly initialised."""
-    return _imagenet(tvm.resnet18, in_channels, num_classes)
-
-
-@register("resnet50")
-def resnet50(in_channels: int, num_classes: int, image_size: int) -> nn.Module:
-    """torchvision ResNet-50 (ImageNet stem), randomly initialised."""
-    return _imagenet(tvm.resnet50, in_channels, num_classes)
