@@ -233,16 +233,17 @@ class BitDepthSpec(_Strict):
     bits: int = Field(ge=1, le=8)
 
 
+def _odd(v: int) -> int:
+    if v % 2 == 0:
+        raise ValueError(f"kernel must be odd (centred on its pixel), got {v}")
+    return v
+
+
 class MedianSpec(_Strict):
     kind: Literal["median_filter"]
     kernel: int = Field(ge=1)
 
-    @field_validator("kernel")
-    @classmethod
-    def _odd(cls, v: int) -> int:
-        if v % 2 == 0:
-            raise ValueError(f"kernel must be odd, got {v}")
-        return v
+    _kernel_odd = field_validator("kernel")(_odd)
 
 
 Role = Literal["target", "substitute"]
@@ -371,12 +372,7 @@ class OagSpec(_Strict):
     batch_size: int = Field(default=64, gt=0)  # images synthesized at once
     calibration: OagCalibration
 
-    @field_validator("kernel")
-    @classmethod
-    def _odd(cls, v: int) -> int:
-        if v % 2 == 0:
-            raise ValueError(f"kernel must be odd (the convolution keeps the image size), got {v}")
-        return v
+    _kernel_odd = field_validator("kernel")(_odd)
 
 
 DefenseSpec = Annotated[NoneSpec | JpegSpec | BitDepthSpec | MedianSpec | HgdSpec | AdvaeSpec

@@ -144,6 +144,16 @@ def test_evaluate_refuses_a_defense_trained_with_other_params(workdir: Path) -> 
     assert "data/smoke/defenses/hgd.pt does not match params defenses.hgd" in res.stderr
     assert "loss: trained with 'lgd', params say 'cgd'" in res.stderr
     assert "rerun the `train_defense_hgd` stage" in res.stderr
+    # OAG's calibration plays the checkpoint's part
+    res = _run(workdir, "evaluate", "--profile", "smoke", "--defense", "oag")
+    assert res.returncode == 2
+    assert ("metrics/smoke/oag_calibration.json: not found; run the `calibrate_oag` stage first"
+            in res.stderr)
+    assert _run(workdir, "calibrate_oag", "--profile", "smoke").returncode == 0
+    _edit_profile(workdir, "smoke", "        filters: 4\n", "        filters: 6\n")
+    res = _run(workdir, "evaluate", "--profile", "smoke", "--defense", "oag")
+    assert res.returncode == 2
+    assert "filters: calibrated with 4, params say 6" in res.stderr
     assert not (workdir / "metrics" / "smoke" / "eval").exists()
 
 
