@@ -153,16 +153,17 @@ class OnlineAutoencoders:
         self.w1 = _draw(gens, (f, h, w), device) * s.init_std
         self.w2 = _draw(gens, (f, h, w), device) * s.init_std
         self.W_t = (_draw(gens, (f, c, k, k), device) * s.init_std).flatten(0, 1)
-        # the two FC layers' biases; the encoder's starts at 1 so that the ReLU code is alive
-        # (a zero code would leave the decoder only its bias)
-        self.b = torch.tensor([[1.0, 0.0]], device=device).repeat(len(gens), 1)
-        self.params = [p.requires_grad_(True) for p in (self.W, self.w1, self.w2, self.W_t, self.b)]
+        # the FC layers' biases; the encoder's starts at 1 so that the ReLU code starts alive
+        self.b1 = torch.ones(len(gens), device=device)
+        self.b2 = torch.zeros_like(self.w2)
+        self.params = [p.requires_grad_(True)
+                       for p in (self.W, self.w1, self.b1, self.w2, self.b2, self.W_t)]
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
         b, c, h, w = image.shape
         e = F.conv2d(image.reshape(1, b * c, h, w), self.W, padding=self.k // 2, groups=b)
-        code = F.relu((e.view_as(self.w1) * self.w1).flatten(1).sum(1) + self.b[:, 0])  # (B,)
-        d = code.view(b, 1, 1, 1) * self.w2 + self.b[:, 1].view(b, 1, 1, 1)
+        code = F.relu((e.view_as(self.w1) * self.w1).flatten(1).sum(1) + self.b1)  # (B,)
+        d = code.view(b, 1, 1, 1) * self.w2 + self.b2
         out = F.conv_transpose2d(d.reshape(1, b * self.f, h, w), self.W_t, padding=self.k // 2,
                                  groups=b)
         return out.view(b, c, h, w)
