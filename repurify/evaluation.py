@@ -114,7 +114,8 @@ def whitebox_rows(defended: DefendedModel, specs: list[tuple[str, Any]], x: torc
                   y: torch.Tensor, *, num_classes: int, batch_size: int, eot_samples: int,
                   seed: int, autograd_attacks: list[str] | None = None) -> list[dict[str, Any]]:
     """Adaptive attacks on purifier + classifier: BPDA at non-differentiable layers, EOT over
-    the randomness of randomized purifiers. ``x`` is on the model's device, ``y`` on the CPU.
+    the randomness of randomized purifiers (AutoAttack: its ``rand`` version, which does its own
+    EOT). ``x`` is on the model's device, ``y`` on the CPU.
     An ``autograd_protocol`` purifier is also attacked through autograd's gradients by the
     ``autograd_attacks`` (None: all)."""
     rows = []
