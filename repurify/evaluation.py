@@ -180,14 +180,18 @@ def load_eval_data(split, profile: ProfileParams, target: nn.Module | None = Non
     that ``target`` classifies correctly, in test order; the seeds are the first other images.
     """
     ev = profile.evaluation
-    x, y = split.x_test.float() / 255, split.y_test
+    x, y = split.x_test, split.y_test  # uint8: only the selected images become floats
     if ev.per_class is None:
         picked = torch.arange(min(ev.n, len(y)))
     else:
         if target is None:
             raise ValueError("evaluation.per_class selects by the target's predictions: pass it")
-        device = device or torch.device("cpu")
-        correct = predict(target.to(device).eval(), x.to(device), ev.batch_size) == y
+        device, bs = device or torch.device("cpu"), ev.batch_size
+        target = target.to(device).eval()
+        with torch.no_grad():
+            pred = torch.cat([target(x[i:i + bs].to(device).float() / 255).argmax(1).cpu()
+                              for i in range(0, len(y), bs)])
+        correct = pred == y
         picked = torch.cat([torch.nonzero(correct & (y == c)).flatten()[:ev.per_class]
                             for c in range(len(split.classes))]).sort().values
         if len(picked) != ev.n:
@@ -202,4 +206,4 @@ def load_eval_data(split, profile: ProfileParams, target: nn.Module | None = Non
         raise ParamsError(
             f"evaluation.n ({ev.n}) + evaluation.papernot.seed_images ({ev.papernot.seed_images}) "
             f"= {need} exceeds the {len(y)} test images; lower them")
-    return EvalData(x[picked], y[picked], x[seeds], len(split.classes))
+    return EvalData(x[picked].float() / 255, y[picked], x[seeds].float() / 255, len(split.classes))
