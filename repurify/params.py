@@ -448,8 +448,9 @@ class ProfileParams(_Strict):
             raise ValueError(f"defenses: missing {missing}; every profile configures {list(DEFENSES)}")
         for name, kind in SLOT_KINDS.items():
             if self.defenses[name].kind != kind:
-                raise ValueError(f"defenses.{name}.kind: the {name} slot is prepared by its own "
-                                 f"stage and must be {kind!r}")
+                stage = "calibrate_oag" if name == "oag" else f"train_defense_{name}"
+                raise ValueError(f"defenses.{name}.kind: the {name} slot is prepared by {stage} and "
+                                 f"must be {kind!r}")
         unknown = [a for a in self.evaluation.papernot.attacks if a not in self.attacks]
         if unknown:
             raise ValueError(f"evaluation.papernot.attacks: {unknown} are not keys of attacks")

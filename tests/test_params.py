@@ -141,10 +141,11 @@ def test_every_defense_is_configured(raw: dict[str, Any]) -> None:
 def test_trained_defense_slots_hold_their_kind(raw: dict[str, Any]) -> None:
     bad = _set(raw, "profiles.smoke.defenses.hgd", {"kind": "jpeg", "quality": 50})
     with pytest.raises(ParamsError, match=r"profiles\.smoke\.defenses\.hgd\.kind: the hgd slot is "
-                                          r"prepared by its own stage and must be 'hgd'"):
+                                          r"prepared by train_defense_hgd and must be 'hgd'"):
         validate_params(bad)
     bad = _set(raw, "profiles.smoke.defenses.oag", {"kind": "none"})
-    with pytest.raises(ParamsError, match=r"defenses\.oag\.kind: .* must be 'oag'"):
+    with pytest.raises(ParamsError, match=r"defenses\.oag\.kind: the oag slot is prepared by "
+                                          r"calibrate_oag and must be 'oag'"):
         validate_params(bad)
 
 
