@@ -20,6 +20,7 @@ from torch import nn
 from tqdm import tqdm
 
 from repurify.defenses.oag import Settings, settings, synthesize
+from repurify.evaluation import agreement, predict
 from repurify.params import OagSpec
 
 
@@ -53,8 +54,7 @@ def calibrate(spec: OagSpec, classifier: nn.Module, x: torch.Tensor, y: torch.Te
     noisy = (x + cal.noise_sigma * torch.randn(x.shape, generator=gen)).clamp(0, 1).to(device)
     seeds = torch.randint(0, 2**62, (len(x),), generator=gen)
     classifier = classifier.to(device).eval()
-    with torch.no_grad():
-        noisy_acc = (classifier(noisy).argmax(1).cpu() == y).double().mean().item()
+    noisy_acc = agreement(predict(classifier, noisy, spec.batch_size), y)
     grid = [(e,) if e is not None else tuple(c) for e, c in
             ((spec.eps_g, cal.eps_g), (spec.beta, cal.beta), (spec.init_std, cal.init_std))]
     steps = spec.network_steps or cal.max_network_steps
