@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from fractions import Fraction
+from itertools import pairwise
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -170,6 +171,7 @@ class AutoAttackSpec(_Budget):
     kind: Literal["autoattack"]
     version: Literal["standard", "rand", "custom"] = "standard"
     attacks: list[Literal["apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "square"]] | None = None
+    n_queries: int | None = Field(default=None, gt=0)  # Square's query budget; None: AutoAttack's 5000
 
     @field_validator("attacks")
     @classmethod
@@ -201,6 +203,26 @@ class EvaluationLimit(_Strict):
     whitebox_attacks: list[str] | None = None  # keys of attacks run white-box; None: all
     n: int | None = Field(default=None, gt=0)  # at most this many images per white-box attack
     papernot: bool = True  # False: skip the Papernot substitute (it queries the defense often)
+    checks: dict[str, Any] = {}  # keys of evaluation.checks replaced for this slot
+
+
+class ChecksParams(_Strict):
+    """Gradient-masking probes (Carlini et al. 2019, Sec. 5): a white-box sweep of eps up to an
+    unbounded budget, the accuracy after every iteration, a gradient-free attack (Square)."""
+
+    attack: str  # a pgd/bim key of attacks: its norm, targeting and step size relative to eps
+    eps: list[PositiveRatio] = Field(min_length=2)  # increasing; the last one unbounded (1 for L-inf)
+    steps: int = Field(gt=0)  # iterations at every eps; the accuracy is recorded after each
+    n: int = Field(gt=0)  # test images
+    square_queries: int = Field(ge=0)  # Square's budget at the attack's eps; 0: not run
+    grid: int = Field(default=8, gt=0)  # images in the clean / adversarial / purified figure
+
+    @field_validator("eps")
+    @classmethod
+    def _increasing(cls, v: list[float]) -> list[float]:
+        if any(b <= a for a, b in pairwise(v)):
+            raise ValueError(f"must increase strictly, got {v}")
+        return v
 
 
 class EvaluationParams(_Strict):
@@ -217,6 +239,14 @@ class EvaluationParams(_Strict):
     # OAG Sec. IV-A: evaluate on this many correctly classified test images per class (then n must
     # be per_class x classes); None: the first n test images
     per_class: int | None = Field(default=None, gt=0)
+    checks: ChecksParams
+
+    def checks_for(self, slot: str) -> ChecksParams:
+        """The checks of ``slot``, with its ``limits.<slot>.checks`` replacements applied."""
+        limit = self.limits.get(slot)
+        if limit is None or not limit.checks:
+            return self.checks
+        return ChecksParams.model_validate({**self.checks.model_dump(), **limit.checks}, strict=False)
 
 
 class NoneSpec(_Strict):
@@ -462,6 +492,20 @@ class ProfileParams(_Strict):
             if unknown := [a for a in limit.whitebox_attacks or [] if a not in self.attacks]:
                 raise ValueError(f"evaluation.limits.{slot}.whitebox_attacks: {unknown} are not "
                                  "keys of attacks")
+            try:
+                self.evaluation.checks_for(slot)
+            except ValidationError as exc:
+                err = exc.errors()[0]
+                key = ".".join(str(p) for p in err["loc"])
+                raise ValueError(f"evaluation.limits.{slot}.checks.{key}: {err['msg']}") from None
+        checks = self.evaluation.checks
+        if checks.n > self.evaluation.n:
+            raise ValueError(f"evaluation.checks.n: {checks.n} exceeds evaluation.n ({self.evaluation.n}), "
+                             "the images evaluated")
+        spec = self.attacks.get(checks.attack)
+        if spec is None or spec.kind not in ("pgd", "bim") or "oblivious" not in spec.threat_models:
+            raise ValueError(f"evaluation.checks.attack: {checks.attack!r} must name a pgd or bim entry "
+                             "of attacks that runs oblivious (its cached examples fill the figures)")
         tr = self.transfer
         if unknown := [a for a in tr.attacks if a not in self.attacks]:
             raise ValueError(f"transfer.attacks: {unknown} are not keys of attacks")

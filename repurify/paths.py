@@ -20,6 +20,10 @@ TRANSFER_METRICS = "metrics/{profile}/transfer.json"
 ABLATION = "data/{profile}/ablation"  # folder: the retrained ablation variants
 ABLATION_METRICS = "metrics/{profile}/ablation.json"
 OAG_CALIBRATION = "metrics/{profile}/oag_calibration.json"  # OAG's T_N, eps_g, beta (Fig. 4)
+CHECKS = "metrics/{profile}/checks/{defense}.json"  # gradient-masking probes
+GRID = "reports/{profile}/figures/grid_{defense}.png"  # clean / adversarial / purified images
+FIGURE = "reports/{profile}/figures/{name}.png"  # the report's series plots
+PLOT_DATA = "reports/{profile}/plots/{name}.csv"  # their data, for `dvc plots`
 REPORT = "reports/{profile}/report.md"
 SUMMARY = "reports/{profile}/summary.json"
 

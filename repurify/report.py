@@ -110,13 +110,77 @@ def _ablation_lines(ablation: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _diff(v: float | None, claimed: float, same: bool) -> str:
+    """Reproduced minus claimed, in points; no difference across different settings."""
+    if not same:
+        return "setting differs"
+    return "" if v is None else f"{100 * (v - claimed):+.1f}"
+
+
+def _claims_lines(comparison: dict[str, list[dict[str, Any]]], titles: dict[str, str]) -> list[str]:
+    """Per paper: claimed, reproduced under its protocol and under the adaptive attack."""
+    lines = ["", "## Claimed vs reproduced", "",
+             "Each paper's accuracy claims about a configuration a slot reproduces "
+             "(reference/claims.yaml; its other numbers concern methods repurify does not implement "
+             "or ablation variants). *Paper's protocol*: the same threat model as the paper (white-box "
+             "through autograd's gradients where the paper did so); *adaptive*: the white-box attack "
+             "with BPDA/EOT. Where this profile's setting differs from the paper's, the differences "
+             "are not computed: the numbers beside the claim are this profile's analogue."]
+    for paper, rows in comparison.items():
+        lines += ["", f"### {paper}: {titles[paper]}", ""]
+        if not rows:
+            lines.append("No claim about a reproduced configuration.")
+            continue
+        lines += ["| claim | source | dataset | classifier | threat model (paper: repurify) | attack | eps "
+                  "| claimed | paper's protocol | diff. | adaptive | diff. | setting |", "|---" * 13 + "|"]
+        for r in rows:
+            same = not r["setting_differs"]
+            paper_name = r["threat_model_paper"] or ""
+            lines.append(
+                f"| {r['id']} | {r['source']} | {r['dataset'] or ''} | {r['classifier'] or ''} | "
+                f"{paper_name}: {r['threat_model']} | {r['attack']}"
+                f"{' (' + r['profile_attack'] + ')' if r['profile_attack'] else ''} | {r['eps'] or ''} | "
+                f"{_pct(r['claimed'])} | {_pct(r['paper_protocol'])} | "
+                f"{_diff(r['paper_protocol'], r['claimed'], same)} | {_pct(r['adaptive'])} | "
+                f"{_diff(r['adaptive'], r['claimed'], same)} | "
+                f"{'same' if same else 'differs: ' + '; '.join(r['setting_differs'])} |")
+    return lines
+
+
+def _masking_lines(masking: dict[str, dict[str, Any]]) -> list[str]:
+    """One row of check statuses per defense, then each defense's evidence."""
+    names = list(dict.fromkeys(c["name"] for m in masking.values() for c in m["checks"]))
+    lines = ["", "## Gradient-masking checks", "",
+             "Carlini et al. (2019) checklist and AutoAttack's checks (repurify/masking.py): "
+             "*suspected* when a check of the defense fails; the last column judges the paper's own "
+             "white-box protocol. Evidence below each table.", "",
+             "| defense | verdict | " + " | ".join(names) + " |", "|---" * (len(names) + 2) + "|"]
+    for defense, m in masking.items():
+        status = {c["name"]: c["status"] for c in m["checks"]}
+        lines.append(f"| {defense} | **{m['verdict']}** | "
+                     + " | ".join(status.get(n, "") for n in names) + " |")
+    for defense, m in masking.items():
+        lines += ["", f"- `{defense}`:"]
+        lines += [f"  - {c['name']} ({c['status']}): {c['evidence']}" for c in m["checks"]]
+    return lines
+
+
+def _figure_lines(figures: dict[str, str]) -> list[str]:
+    lines = ["", "## Figures", ""]
+    return lines + [f"![{title}]({path})\n" for title, path in figures.items()]
+
+
 def render_markdown(profile: str, description: str, classifiers: dict[str, Any],
                     rows: list[dict[str, Any]], trained: dict[str, dict[str, Any]],
                     transfer: dict[str, Any] | None = None,
                     ablation: dict[str, Any] | None = None,
-                    calibration: dict[str, Any] | None = None) -> str:
+                    calibration: dict[str, Any] | None = None,
+                    masking: dict[str, dict[str, Any]] | None = None,
+                    claims: tuple[dict[str, list[dict[str, Any]]], dict[str, str]] | None = None,
+                    figures: dict[str, str] | None = None) -> str:
     """Markdown: classifiers, trained defenses, OAG's calibration, per defense a table attack x
-    threat model, then the model-transfer grid and the ablations."""
+    threat model, the gradient-masking verdicts, each paper's claims beside the reproduced
+    numbers, the model-transfer grid, the ablations and the figures (title -> relative path)."""
     columns = ["oblivious", "blackbox (transfer)", "blackbox (papernot)", "whitebox"]
     if any(_column(r) == "whitebox (autograd)" for r in rows):
         columns.append("whitebox (autograd)")
@@ -144,8 +208,14 @@ def render_markdown(profile: str, description: str, classifiers: dict[str, Any],
         for attack in dict.fromkeys(r["attack"] for r in mine if r["attack"] != "clean"):
             cells = {(_column(r)): r["accuracy"] for r in mine if r["attack"] == attack}
             lines.append(f"| {attack} | " + " | ".join(_pct(cells.get(c)) for c in columns) + " |")
+    if masking:
+        lines += _masking_lines(masking)
+    if claims:
+        lines += _claims_lines(*claims)
     if transfer and transfer["rows"]:
         lines += _transfer_lines(transfer)
     if ablation and ablation["rows"]:
         lines += _ablation_lines(ablation)
+    if figures:
+        lines += _figure_lines(figures)
     return "\n".join(lines) + "\n"

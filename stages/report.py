@@ -1,38 +1,80 @@
-"""Stage report: gather every defense's evaluation into reports/<profile>/report.md and summary.json."""
+"""Stage report: gather every defense's evaluation and probes, the gradient-masking verdicts and
+each paper's claims into reports/<profile>/report.md and summary.json, with the figures (PNG)
+and their data (CSV, for `dvc plots`)."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
-from repurify import paths
+from repurify import paths, plots
+from repurify.claims import compare, load_claims
 from repurify.io import load_json, write_json, write_text
-from repurify.params import Params
+from repurify.masking import assess
+from repurify.params import Params, ProfileParams
 from repurify.report import render_markdown, summary_rows
 from repurify.tracking import stage_run
 from stages._cli import run_stage
 
+CLAIMS = "reference/claims.yaml"
+
+
+def series(prof: ProfileParams, evaluations: dict, probes: dict, ablation: dict,
+           calibration: dict) -> dict[str, plots.Rows]:
+    """The rows of every plot in :data:`repurify.plots.PLOTS`."""
+    q_variants = {v.name: v.set["q"] for v in prof.ablation.variants
+                  if v.defense == "gcln" and "q" in v.set}
+    return {
+        "eps_sweep": plots.eps_sweep_rows(probes),
+        "iterations": plots.iteration_rows(probes),
+        "gen_k": plots.gen_k_rows(ablation),
+        "qs_sweep": plots.key_sweep_rows(ablation, q_variants, "q", prof.defenses["gcln"].q,
+                                         evaluations["gcln"]["results"]),
+        "oag_steps": plots.oag_step_rows(calibration),
+        "noise_energy": plots.noise_energy_rows(ablation),
+    }
+
 
 def report(params: Params, args: argparse.Namespace) -> None:
-    profile = params.profile
+    profile, prof = params.profile, params.active
+    claims = load_claims(CLAIMS)
     classifiers = load_json(paths.path(paths.CLASSIFIER_METRICS, profile), "train_classifier")
     evaluations = {d: load_json(paths.path(paths.EVALUATION, profile, defense=d), f"evaluate_{d}")
                    for d in paths.DEFENSES}
+    probes = {d: load_json(paths.path(paths.CHECKS, profile, defense=d), f"check_{d}")
+              for d in paths.DEFENSES}
     trained = {d: load_json(paths.path(paths.DEFENSE_METRICS, profile, defense=d), f"train_defense_{d}")
                for d in paths.TRAINED_DEFENSES}
     transfer = load_json(paths.path(paths.TRANSFER_METRICS, profile), "transfer")
     ablation = load_json(paths.path(paths.ABLATION_METRICS, profile), "ablation")
     calibration = load_json(paths.path(paths.OAG_CALIBRATION, profile), "calibrate_oag")
-    with stage_run("report", params):
+    with stage_run("report", params) as run:
         rows = summary_rows(evaluations)
-        write_json(paths.path(paths.SUMMARY, profile), {"profile": profile, "classifiers": classifiers,
-                                                        "trained_defenses": trained, "rows": rows,
-                                                        "transfer": transfer, "ablation": ablation,
-                                                        "oag_calibration": calibration})
+        masking = {d: assess(evaluations[d], probes[d]) for d in paths.DEFENSES}
+        comparison = compare(claims, prof, evaluations)
+        report_dir = os.path.dirname(paths.path(paths.REPORT, profile))
+        figures = {}
+        for name, data in series(prof, evaluations, probes, ablation, calibration).items():
+            plot, png = plots.PLOTS[name], paths.path(paths.FIGURE, profile, name=name)
+            plots.write_csv(paths.path(paths.PLOT_DATA, profile, name=name), plot, data)
+            plots.draw(png, plot, data)
+            figures[plot.title] = os.path.relpath(png, report_dir)
+        for d in paths.DEFENSES:
+            figures[f"{d}: clean / adversarial / purified"] = os.path.relpath(
+                paths.path(paths.GRID, profile, defense=d), report_dir)
+        write_json(paths.path(paths.SUMMARY, profile), {
+            "profile": profile, "classifiers": classifiers, "trained_defenses": trained, "rows": rows,
+            "checks": probes, "masking": masking, "claims": comparison, "transfer": transfer,
+            "ablation": ablation, "oag_calibration": calibration})
         write_text(paths.path(paths.REPORT, profile),
-                   render_markdown(profile, params.active.description, classifiers, rows, trained,
-                                   transfer, ablation, calibration))
-        print(f"report: {paths.path(paths.REPORT, profile)} ({len(rows)} rows)")
+                   render_markdown(profile, prof.description, classifiers, rows, trained, transfer,
+                                   ablation, calibration, masking,
+                                   (comparison, {p: c.title for p, c in claims.papers.items()}), figures))
+        for d, m in masking.items():
+            run.log_metric(f"masking.{d}.failed_checks", len(m["failed"]))
+        print(f"report: {paths.path(paths.REPORT, profile)} ({len(rows)} rows); masking suspected: "
+              f"{[d for d, m in masking.items() if m['verdict'] == 'suspected']}")
 
 
 if __name__ == "__main__":

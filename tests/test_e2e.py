@@ -18,8 +18,9 @@ TRAINED = ("hgd", "advae", "egcfl", "gcln")
 AUTOGRAD = ("egcfl", "gcln")  # also attacked white-box through autograd's gradients (their papers)
 NO_PAPERNOT = ("oag",)  # evaluation.limits: it synthesizes every query anew
 STAGES = ["fetch_data", "train_classifier", "generate_attacks", *(["train_defense"] * len(TRAINED)),
-          "calibrate_oag",
-          *(["evaluate"] * len(DEFENSES)), "transfer", "ablation", "report"]
+          "calibrate_oag", *(["evaluate"] * len(DEFENSES)), *(["check"] * len(DEFENSES)),
+          "transfer", "ablation", "report"]
+PLOTS = ("eps_sweep", "iterations", "gen_k", "qs_sweep", "oag_steps", "noise_energy")
 OUTPUTS = ("data/smoke/dataset.pt", "data/smoke/manifest.json", "data/smoke/models/target.pt",
            "data/smoke/models/substitute.pt", "metrics/smoke/classifier.json",
            "data/smoke/attacks/target.pt", "data/smoke/attacks/substitute.pt",
@@ -30,7 +31,11 @@ OUTPUTS = ("data/smoke/dataset.pt", "data/smoke/manifest.json", "data/smoke/mode
            "data/smoke/transfer/zoo_D.pt", "data/smoke/transfer/0_advae.pt",
            "data/smoke/transfer/1_hgd.pt", "metrics/smoke/transfer.json",
            "data/smoke/ablation/egcfl_no_feedback.pt", "data/smoke/ablation/gcln_q0.2.pt",
-           "metrics/smoke/ablation.json", "metrics/smoke/oag_calibration.json")
+           "metrics/smoke/ablation.json", "metrics/smoke/oag_calibration.json",
+           *(f"metrics/smoke/checks/{d}.json" for d in DEFENSES),
+           *(f"reports/smoke/figures/grid_{d}.png" for d in DEFENSES),
+           *(f"reports/smoke/figures/{p}.png" for p in PLOTS),
+           *(f"reports/smoke/plots/{p}.csv" for p in PLOTS))
 
 
 def _sh(cwd: Path, *cmd: str, env: dict[str, str] | None = None) -> str:
@@ -83,10 +88,23 @@ def _check_outputs(repo: Path) -> dict:
     oag = {r["attack"]: r for r in metrics["eval/oag"]["results"] if r["threat_model"] == "whitebox"}
     assert set(oag) == {"fgsm", "pgd", "autoattack"} and {r["n"] for r in oag.values()} == {4}
     metrics["oag_calibration"] = calibration
+    for d in DEFENSES:
+        probes = json.loads((repo / f"metrics/smoke/checks/{d}.json").read_text())
+        assert [p["eps"] for p in probes["eps_sweep"]] == [0.1, 1.0]
+        assert all(len(p["iterations"]) == probes["steps"] + 1 for p in probes["eps_sweep"])
+        assert probes["randomness"]["detected"] == (d == "oag") == probes["randomness"]["declared"]
+        metrics[f"checks/{d}"] = probes
     report = (repo / "reports/smoke/report.md").read_text()
     assert "## Model transfer" in report and "## Ablations" in report
     assert "## OAG calibration" in report
     assert all(f"## Defense `{d}`" in report for d in DEFENSES)
+    assert "## Gradient-masking checks" in report and "## Figures" in report
+    assert all(f"### {p}: " in report for p in ("egcfl", "gcln", "hgd", "oag", "advae"))
+    assert "| setting differs |" in report and "differs: dataset digits vs cifar10" in report
+    summary = json.loads((repo / "reports/smoke/summary.json").read_text())
+    assert set(summary["masking"]) == set(DEFENSES)
+    assert {m["verdict"] for m in summary["masking"].values()} <= {"suspected", "not detected"}
+    metrics["masking"] = summary["masking"]
     assert not list(repo.rglob("*.tmp")), "half-written temporary files left behind"
     return metrics
 
@@ -123,12 +141,16 @@ def test_dvc_repro_runs_smoke(dvc_run: tuple[Path, dict, str]) -> None:
     assert "Running stage" not in again
     shown = json.loads(_sh(repo, "dvc", "metrics", "show", "--json"))
     assert "metrics/smoke/classifier.json" in json.dumps(shown)
+    _sh(repo, "dvc", "plots", "show", "-o", "plots_html")
+    html = (repo / "plots_html/index.html").read_text()
+    assert all(f"reports/smoke/plots/{p}.csv" in html or p in html for p in PLOTS)
+    assert all(f"grid_{d}" in html for d in DEFENSES)
     runs = _runs(f"sqlite:///{repo / 'mlflow.db'}")
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     assert sorted(r.data.tags["stage"] for r in parents) == sorted(STAGES)
     assert {(r.data.tags["engine"], r.data.tags["profile"]) for r in runs} == {("dvc", "smoke")}
     tagged = [(r.data.tags["stage"], r.data.tags["defense"]) for r in parents if "defense" in r.data.tags]
-    assert sorted(tagged) == sorted([*(("evaluate", d) for d in DEFENSES),
+    assert sorted(tagged) == sorted([*(("evaluate", d) for d in DEFENSES), *(("check", d) for d in DEFENSES),
                                      *(("train_defense", d) for d in TRAINED), ("calibrate_oag", "oag")])
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     rows = sum(len(json.loads((repo / f"metrics/smoke/eval/{d}.json").read_text())["results"])

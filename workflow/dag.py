@@ -18,6 +18,7 @@ from pathlib import Path
 import yaml
 
 from repurify import paths
+from repurify.plots import PLOTS
 
 ROOT = Path(__file__).resolve().parent.parent
 DVC_YAML = ROOT / "dvc.yaml"
@@ -86,6 +87,7 @@ class Stage:
 CLASSIFIERS = tuple(paths.CLASSIFIER.replace("{role}", r) for r in paths.ROLES)
 ADVERSARIAL = tuple(paths.ADVERSARIAL.replace("{role}", r) for r in paths.ROLES)
 EVALUATIONS = tuple(paths.EVALUATION.replace("{defense}", d) for d in paths.DEFENSES)
+CHECKS = tuple(paths.CHECKS.replace("{defense}", d) for d in paths.DEFENSES)
 ATTACK_CODE = ("repurify/attacks/*.py", "repurify/evaluation.py", "repurify/blackbox.py",
                "repurify/training.py")
 
@@ -169,6 +171,22 @@ STAGES: tuple[Stage, ...] = (
         )
         for defense in paths.DEFENSES
     ),
+    *(
+        Stage(
+            name=f"check_{defense}",
+            module="check",
+            args=("--defense", defense),
+            code=(*ATTACK_CODE, "repurify/defenses/*.py", "repurify/checks.py", "repurify/plots.py"),
+            deps=(paths.DATASET, paths.CLASSIFIER.replace("{role}", "target"),
+                  paths.ADVERSARIAL.replace("{role}", "target"), *filter(None, (paths.artifact(defense),))),
+            params=("/seed", "attacks", "evaluation", "classifiers.target", f"defenses.{defense}"),
+            outs=(),
+            uncached=(paths.GRID.replace("{defense}", defense),),
+            metrics=(paths.CHECKS.replace("{defense}", defense),),
+            resources=Resources(gpu=1, mem_mb=16000, runtime_min=480, threads=4),
+        )
+        for defense in paths.DEFENSES
+    ),
     _experiment_stage("transfer", deps=(paths.OAG_CALIBRATION,), out_dir=paths.TRANSFER,
                       metrics=paths.TRANSFER_METRICS),
     _experiment_stage("ablation", deps=(paths.ADVERSARIAL.replace("{role}", "target"),
@@ -177,13 +195,14 @@ STAGES: tuple[Stage, ...] = (
                       out_dir=paths.ABLATION, metrics=paths.ABLATION_METRICS),
     Stage(
         name="report",
-        code=("repurify/report.py",),
-        deps=(paths.CLASSIFIER_METRICS, paths.ATTACK_METRICS, *EVALUATIONS,
+        code=("repurify/report.py", "repurify/claims.py", "repurify/masking.py", "repurify/plots.py"),
+        deps=("reference/claims.yaml", paths.CLASSIFIER_METRICS, paths.ATTACK_METRICS, *EVALUATIONS, *CHECKS,
               *(paths.DEFENSE_METRICS.replace("{defense}", d) for d in paths.TRAINED_DEFENSES),
               paths.TRANSFER_METRICS, paths.ABLATION_METRICS, paths.OAG_CALIBRATION),
-        params=("description",),
+        params=("description", "data", "attacks", "defenses", "ablation"),
         outs=(),
-        uncached=(paths.REPORT, paths.SUMMARY),
+        uncached=(paths.REPORT, paths.SUMMARY,
+                  *(t.replace("{name}", n) for n in PLOTS for t in (paths.FIGURE, paths.PLOT_DATA))),
     ),
 )
 
@@ -197,6 +216,15 @@ def slurm_resources(stage: Stage) -> dict[str, int | str]:
         if os.environ.get(env):
             res[key] = os.environ[env]
     return res
+
+
+def render_plots(profile: str) -> list:
+    """Top-level ``dvc plots`` definitions: the report's series plots, then the image grids."""
+    plots: list = [{name: {"template": "series", "title": plot.title, "x": plot.x, "x_label": plot.x_label,
+                           "y": {paths.path(paths.PLOT_DATA, profile, name=name): plot.y},
+                           "y_label": plot.y_label}}
+                   for name, plot in PLOTS.items()]
+    return plots + [paths.path(paths.GRID, profile, defense=d) for d in paths.DEFENSES]
 
 
 def render_dvc() -> str:
@@ -214,7 +242,7 @@ def render_dvc() -> str:
         if st.metrics:
             entry["metrics"] = [{m.format(profile=prof): {"cache": False}} for m in st.metrics]
         stages[st.name] = entry
-    body = yaml.safe_dump({"stages": stages}, sort_keys=False, width=100)
+    body = yaml.safe_dump({"stages": stages, "plots": render_plots(prof)}, sort_keys=False, width=100)
     return HEADER + body
 
 

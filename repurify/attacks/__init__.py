@@ -26,10 +26,12 @@ ATTACKS: dict[str, Callable[..., torch.Tensor]] = {
 
 def run_attack(spec, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, num_classes: int,
                batch_size: int, seed: int, early_stop: bool,
-               target_model: nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+               target_model: nn.Module | None = None,
+               trace: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Attack ``model`` batch by batch; returns (x_adv, targets or None), validated.
 
-    ``target_model`` picks least-likely targets (defaults to ``model``).
+    ``target_model`` picks least-likely targets (defaults to ``model``); ``trace`` collects the
+    per-iteration count of examples not yet fooled (BIM, PGD).
     """
     gen = torch.Generator().manual_seed(seed)
     kwargs = spec.model_dump(exclude={"kind", "targeted", "threat_models", "n"})
@@ -38,7 +40,7 @@ def run_attack(spec, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, num_
         xb, yb = x[i:i + batch_size], y[i:i + batch_size]
         tb = choose_targets(target_model or model, xb, yb, spec.targeted, num_classes, gen)
         adv = ATTACKS[spec.kind](model, xb, Goal(yb, tb), early_stop=early_stop, gen=gen,
-                                 seed=seed, **kwargs)
+                                 seed=seed, trace=trace, **kwargs)
         advs.append(adv)
         if tb is not None:
             targets.append(tb)

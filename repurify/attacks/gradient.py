@@ -4,7 +4,9 @@ All share one loop: ``x_{t+1} = Proj_{B(x, eps)}(x_t + alpha * dir(g_t))`` with
 ``dir`` the sign (L-inf) or the normalised gradient (L2). MI-FGSM (Dong et al.
 2018) accumulates ``g_t = mu * g_{t-1} + grad / ||grad||_1``. With
 ``early_stop`` an example stops being updated once its goal is met (its
-successful iterate is kept), which only ever lowers robust accuracy.
+successful iterate is kept), which only ever lowers robust accuracy. A
+``trace`` list receives, per iteration, how many examples have not yet met the
+goal (with early stopping: at no iterate so far), summed over batches.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from repurify.attacks.base import Goal, Norm, input_gradient, project, random_st
 def iterative(model: nn.Module, x: torch.Tensor, goal: Goal, *, norm: Norm,
               eps: float | torch.Tensor, step_size: float | torch.Tensor, steps: int,
               rand_init: bool, momentum: float | None, early_stop: bool,
-              gen: torch.Generator) -> torch.Tensor:
+              gen: torch.Generator, trace: list[int] | None = None) -> torch.Tensor:
     """The shared sign-gradient loop; returns adversarial examples in [0,1].
 
     ``eps`` and ``step_size`` may be per-example tensors (shape N,1,1,1) for L-inf without
@@ -29,13 +31,15 @@ def iterative(model: nn.Module, x: torch.Tensor, goal: Goal, *, norm: Norm,
     x_adv = (x + delta).clamp(0, 1)
     velocity = torch.zeros_like(x)
     active = torch.arange(len(x), device=x.device)
-    for _ in range(steps):
+    for t in range(steps):
         if active.numel() == 0:
             break
         xa, sub = x_adv[active], goal.subset(active)
         grad, logits = input_gradient(model, xa, sub)
+        keep = ~sub.achieved(logits)
+        if trace is not None:
+            _count(trace, t, int(keep.sum()))
         if early_stop:
-            keep = ~sub.achieved(logits)
             active, xa, grad = active[keep], xa[keep], grad[keep]
             if active.numel() == 0:
                 break
@@ -48,6 +52,12 @@ def iterative(model: nn.Module, x: torch.Tensor, goal: Goal, *, norm: Norm,
     return x_adv.detach()
 
 
+def _count(trace: list[int], t: int, robust: int) -> None:
+    if len(trace) == t:
+        trace.append(0)
+    trace[t] += robust
+
+
 def fgsm(model: nn.Module, x: torch.Tensor, goal: Goal, *, norm: Norm, eps: float,
          gen: torch.Generator, **_: object) -> torch.Tensor:
     """One step of size eps (Goodfellow et al. 2015): FGSM for L-inf, FGM for L2."""
@@ -56,24 +66,27 @@ def fgsm(model: nn.Module, x: torch.Tensor, goal: Goal, *, norm: Norm, eps: floa
 
 
 def bim(model: nn.Module, x: torch.Tensor, goal: Goal, *, norm: Norm, eps: float, step_size: float,
-        steps: int, early_stop: bool, gen: torch.Generator, **_: object) -> torch.Tensor:
+        steps: int, early_stop: bool, gen: torch.Generator, trace: list[int] | None = None,
+        **_: object) -> torch.Tensor:
     """BIM / I-FGSM (Kurakin et al. 2017): iterated FGSM from the clean image."""
     return iterative(model, x, goal, norm=norm, eps=eps, step_size=step_size, steps=steps,
-                     rand_init=False, momentum=None, early_stop=early_stop, gen=gen)
+                     rand_init=False, momentum=None, early_stop=early_stop, gen=gen, trace=trace)
 
 
 def pgd(model: nn.Module, x: torch.Tensor, goal: Goal, *, norm: Norm, eps: float, step_size: float,
         steps: int, restarts: int, early_stop: bool, gen: torch.Generator,
-        **_: object) -> torch.Tensor:
-    """PGD (Madry et al. 2018): random start in the ball; the best of ``restarts`` runs."""
+        trace: list[int] | None = None, **_: object) -> torch.Tensor:
+    """PGD (Madry et al. 2018): random start in the ball; the best of ``restarts`` runs
+    (``trace`` follows the first run)."""
     best = x.clone()
     pending = torch.ones(len(x), dtype=torch.bool, device=x.device)
-    for _ in range(restarts):
+    for restart in range(restarts):
         idx = pending.nonzero().squeeze(1)
         if idx.numel() == 0:
             break
         adv = iterative(model, x[idx], goal.subset(idx), norm=norm, eps=eps, step_size=step_size,
-                        steps=steps, rand_init=True, momentum=None, early_stop=early_stop, gen=gen)
+                        steps=steps, rand_init=True, momentum=None, early_stop=early_stop, gen=gen,
+                        trace=trace if restart == 0 else None)
         best[idx] = adv
         with torch.no_grad():
             pending[idx] = ~goal.subset(idx).achieved(model(adv))

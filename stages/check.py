@@ -1,0 +1,63 @@
+"""Stage check: gradient-masking probes on one defense (white-box eps sweep to an unbounded
+budget, accuracy per attack iteration, Square, zero gradients, randomness) and its figure of
+clean / adversarial / purified images."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+
+from repurify import paths
+from repurify.checks import probe
+from repurify.data import load_dataset
+from repurify.defenses import DefendedModel, build_purifier
+from repurify.evaluation import load_eval_data
+from repurify.io import write_json
+from repurify.params import Params
+from repurify.plots import image_grid
+from repurify.runtime import resolve_device, seed_everything
+from repurify.tracking import stage_run
+from stages._cli import load_cached_attacks, load_classifiers, run_stage
+
+
+def check(params: Params, args: argparse.Namespace) -> None:
+    profile, prof, defense = params.profile, params.active, args.defense
+    device = resolve_device(args.device)
+    target = load_classifiers(params, ("target",))["target"]
+    data = load_eval_data(load_dataset(paths.path(paths.DATASET, profile)).split, prof, target, device)
+    checks = prof.evaluation.checks_for(defense)
+    oblivious = load_cached_attacks(profile, "target")["adversarial"][checks.attack]
+    spec = prof.defenses[defense]
+    seed_everything(params.seed)
+    artifact = paths.artifact(defense)
+    purifier = build_purifier(spec, artifact and paths.path(artifact, profile), defense,
+                              tuple(data.x.shape[1:]), seed=params.seed)
+    defended = DefendedModel(purifier, target).to(device).eval()
+    with stage_run("check", params, defense=defense) as run:
+        result = probe(defended, checks, prof.attacks[checks.attack], data.x.to(device), data.y,
+                       num_classes=data.num_classes, batch_size=prof.evaluation.batch_size,
+                       eot_samples=prof.evaluation.eot_samples, seed=params.seed)
+        write_json(paths.path(paths.CHECKS, profile, defense=defense), {"defense": defense, **result})
+        k = checks.grid
+        with torch.no_grad():
+            purified = defended.purifier(oblivious[:k].to(device))
+        image_grid(paths.path(paths.GRID, profile, defense=defense),
+                   {"clean": data.x[:k], f"{checks.attack} (oblivious)": oblivious[:k],
+                    f"{defense} output": purified},
+                   f"{defense}: clean / adversarial / purified ({profile})")
+        for p in result["eps_sweep"]:
+            run.log_metric(f"check.eps_sweep.{p['eps']:.4g}", p["accuracy"])
+        if result["square"]:
+            run.log_metric("check.square", result["square"]["accuracy"])
+        print(f"check: {defense}: accuracy at the largest eps {result['eps_sweep'][-1]['accuracy']:.3f}, "
+              f"zero gradients {result['zero_gradient']}")
+
+
+def _args(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--defense", required=True, choices=paths.DEFENSES, help="defense to probe")
+
+
+if __name__ == "__main__":
+    sys.exit(run_stage("check", __doc__, check, add_args=_args))

@@ -1,0 +1,96 @@
+"""reference/claims.yaml: schema, completeness of the main tables, and the comparison with a
+profile's numbers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from repurify.claims import PAPERS, Claims, compare, load_claims, matching_attack
+from repurify.errors import ParamsError
+from repurify.params import load_params
+from repurify.paths import DEFENSES
+from tests.repo_copy import ROOT
+
+CLAIMS = ROOT / "reference/claims.yaml"
+# each paper's main result table and its number of printed cells (read off the papers)
+MAIN = {"egcfl": ("Table 1", 36), "gcln": ("Table 1", 37), "hgd": ("Table 3", 30),
+        "oag": ("Table I", 64), "advae": ("Table 1", 26)}
+
+
+@pytest.fixture(scope="module")
+def claims() -> Claims:
+    return load_claims(CLAIMS)
+
+
+def test_claims_validate_and_every_main_table_is_complete(claims: Claims) -> None:
+    assert set(claims.papers) == set(PAPERS)
+    for name, paper in claims.papers.items():
+        table, cells = MAIN[name]
+        assert paper.main_table == table
+        main = [c for c in paper.claims if c.source == table and c.id.split("-")[1].startswith("t")]
+        assert len(main) == cells, name
+        assert any(c.defense == name and c.variant is None for c in main), f"{name}: own method missing"
+        assert {c.threat_model for c in main} - {"none"}, name
+
+
+def _write(tmp_path: Path, mutate) -> Path:
+    raw = yaml.safe_load(CLAIMS.read_text())
+    mutate(raw)
+    path = tmp_path / "claims.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@pytest.mark.parametrize(("mutate", "message"), [
+    (lambda r: r["papers"]["oag"]["claims"][0].update(eps="6/0.5"), "papers.oag.claims.0.eps"),
+    (lambda r: r["papers"]["gcln"]["claims"][0].update(attack="bpda"), "papers.gcln.claims.0.attack"),
+    (lambda r: r["papers"]["hgd"]["claims"][0].update(gradient="bpda"), "gradient is set exactly"),
+    (lambda r: r["papers"]["advae"]["claims"][0].update(source="Table 9"), "not listed in tables"),
+    (lambda r: r["papers"].pop("egcfl"), "papers ['egcfl'] are missing"),
+    (lambda r: r["papers"]["egcfl"]["claims"][1].update(id=r["papers"]["egcfl"]["claims"][0]["id"]),
+     "duplicate claim ids"),
+])
+def test_bad_claims_name_the_entry(tmp_path: Path, mutate, message: str) -> None:
+    with pytest.raises(ParamsError, match=r"claims\.yaml") as err:
+        load_claims(_write(tmp_path, mutate))
+    assert message in str(err.value)
+
+
+def test_missing_claims_file(tmp_path: Path) -> None:
+    with pytest.raises(ParamsError, match=r"restore reference/claims\.yaml"):
+        load_claims(tmp_path / "claims.yaml")
+
+
+def _evaluations(acc: float) -> dict[str, dict[str, Any]]:
+    rows = [{"attack": a, "threat_model": t, "accuracy": acc, **({"source": s} if s else {})}
+            for a in ("fgsm", "pgd", "bim", "cw_l2")
+            for t, s in (("oblivious", "target"), ("blackbox", "transfer"), ("whitebox", None),
+                         ("whitebox", "autograd"))]
+    rows.append({"attack": "pgd", "threat_model": "blackbox", "source": "papernot", "accuracy": acc})
+    return {d: {"clean_accuracy": 0.9, "results": rows} for d in DEFENSES}
+
+
+def test_digits_compares_nothing_and_says_why(claims: Claims) -> None:
+    prof = load_params(ROOT / "params.yaml", profile="digits").active
+    comparison = compare(claims, prof, _evaluations(0.5))
+    assert all(comparison.values())
+    for rows in comparison.values():
+        for r in rows:
+            assert r["setting_differs"] and r["setting_differs"][0].startswith("dataset digits vs ")
+
+
+def test_cifar10_compares_the_papers_own_setting(claims: Claims) -> None:
+    prof = load_params(ROOT / "params.yaml", profile="cifar10").active
+    rows = {r["id"]: r for r in compare(claims, prof, _evaluations(0.5))["egcfl"]}
+    pgd = next(c for c in claims.papers["egcfl"].claims if c.source == "Table 1" and c.defense == "egcfl"
+               and c.attack == "pgd" and c.gradient == "autograd")
+    row = rows[pgd.id]
+    assert row["setting_differs"] == [] and row["profile_attack"] == "pgd"
+    assert row["claimed"] == pytest.approx(pgd.value / 100) and row["paper_protocol"] == 0.5
+    svhn = [r for r in rows.values() if r["dataset"] == "svhn"]
+    assert svhn and all("dataset cifar10 vs svhn" in r["setting_differs"] for r in svhn)
+    assert matching_attack(pgd, prof) == "pgd"
