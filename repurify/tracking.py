@@ -3,6 +3,10 @@
 Stages that run in parallel (``snakemake --cores 2``) share one SQLite file;
 SQLite allows one writer at a time, so each stage holds an exclusive
 ``flock`` on ``<db>.lock`` while it writes its single batch.
+
+Run tree: one pipeline run per invocation of ``dvc repro``/``snakemake`` (or per
+stage run by hand), its stage runs under it, their per-row runs under those.
+The tag ``repurify.kind`` says which level a run is: pipeline, stage or row.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import contextlib
 import fcntl
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -23,6 +28,10 @@ from repurify.params import Params
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "true")
+
+PIPELINE_ENV = "REPURIFY_PIPELINE_RUN"  # shared by all stages of one invocation (set by the Snakefile)
+PIPELINE_TAG = "repurify.pipeline_run"  # the invocation key, on the pipeline run
+KIND_TAG = "repurify.kind"  # pipeline | stage | row
 
 
 def tracking_uri() -> str:
@@ -56,6 +65,50 @@ def flatten(obj: Any, prefix: str = "") -> dict[str, str]:
     return {prefix.rstrip("."): str(obj)}
 
 
+def _proc_stat(pid: int, proc: Path) -> tuple[int, str] | None:
+    """(parent pid, start time in clock ticks after boot) from ``/proc/<pid>/stat``, or None."""
+    try:  # the command name (field 2) is in parentheses and may contain spaces or ")"
+        fields = (proc / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+        return int(fields[1]), fields[19]  # fields 4 and 22
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _is_dvc(pid: int, proc: Path) -> bool:
+    """Whether the process runs ``dvc ...``, ``python .../dvc ...`` or ``python -m dvc ...``."""
+    try:
+        argv = (proc / str(pid) / "cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return False
+    return "dvc" in [Path(a).name for a in argv[:2]] or argv[1:3] == ["-m", "dvc"]
+
+
+def _dvc_ancestor(pid: int, proc: Path) -> str | None:
+    """``<pid>:<start time>`` of the nearest ``dvc`` process above ``pid``, or None."""
+    stat = _proc_stat(pid, proc)
+    while stat and stat[0] > 1:
+        pid, stat = stat[0], _proc_stat(stat[0], proc)
+        if stat and _is_dvc(pid, proc):
+            return f"{pid}:{stat[1]}"
+    return None
+
+
+def pipeline_key(pid: int | None = None, proc: Path = Path("/proc")) -> str:
+    """The pipeline invocation that process ``pid`` (default: this one) belongs to.
+
+    ``$REPURIFY_PIPELINE_RUN`` if set; else the nearest ``dvc`` ancestor process,
+    ``dvc:<host>:<pid>:<start time>``; else the process itself, ``cli:<host>:<pid>:<start time>``
+    (without ``/proc`` every stage is its own pipeline run). Characters other than letters,
+    digits and ``-_.:`` become ``_``.
+    """
+    key = os.environ.get(PIPELINE_ENV)
+    if not key:
+        host, pid = socket.gethostname(), pid or os.getpid()
+        dvc, own = _dvc_ancestor(pid, proc), _proc_stat(pid, proc)
+        key = f"dvc:{host}:{dvc}" if dvc else f"cli:{host}:{pid}:{own[1] if own else time.time_ns()}"
+    return re.sub(r"[^\w\-.:]", "_", key)
+
+
 @contextlib.contextmanager
 def _db_lock(uri: str) -> Iterator[None]:
     if not uri.startswith("sqlite:///"):
@@ -81,6 +134,7 @@ class StageRun:
     extra_params: dict[str, str] = field(default_factory=dict)
     metrics: list[tuple[str, float, int, int]] = field(default_factory=list)
     children: list[tuple[str, dict[str, str], dict[str, float]]] = field(default_factory=list)
+    started: int = field(default_factory=lambda: int(time.time() * 1000))
 
     def log_metric(self, key: str, value: float, step: int = 0) -> None:
         """Record a metric; characters MLflow refuses in names (``{``, ``,``...) become ``_``."""
@@ -99,7 +153,7 @@ class StageRun:
         self.extra_params.update(flatten(values))
 
     def flush(self, status: str) -> str:
-        """Write the run to MLflow; returns its run id."""
+        """Write the run under its pipeline run, and that run's status; returns the stage run's id."""
         from mlflow.entities import Metric, Param, RunTag
         from mlflow.tracking import MlflowClient
 
@@ -109,26 +163,36 @@ class StageRun:
                       **flatten(p.active.model_dump(mode="json")), **self.extra_params}
         tags = {"profile": p.profile, "stage": self.stage, "engine": engine(),
                 "git_commit": git_commit(), **self.tags}
+        key = pipeline_key()
         with _db_lock(uri):
             client = MlflowClient(tracking_uri=uri)
             exp = client.get_experiment_by_name(p.mlflow.experiment)
             exp_id = exp.experiment_id if exp else client.create_experiment(p.mlflow.experiment)
-            run = client.create_run(exp_id, run_name=f"{self.stage}:{p.profile}")
+            found = client.search_runs([exp_id], f"tags.`{PIPELINE_TAG}` = '{key}'", max_results=1)
+            parent = found[0] if found else client.create_run(
+                exp_id, start_time=self.started, run_name=f"pipeline:{p.profile}:{tags['engine']}",
+                tags={"profile": p.profile, "engine": tags["engine"], "git_commit": tags["git_commit"],
+                      PIPELINE_TAG: key, KIND_TAG: "pipeline"})
+            run = client.create_run(exp_id, start_time=self.started, run_name=f"{self.stage}:{p.profile}",
+                                    tags={"mlflow.parentRunId": parent.info.run_id})
             run_id = run.info.run_id
             client.log_batch(
                 run_id,
                 metrics=[Metric(k, v, ts, s) for k, v, ts, s in self.metrics],
                 params=[Param(k, v[:6000]) for k, v in sorted(all_params.items())],
-                tags=[RunTag(k, v) for k, v in sorted(tags.items())],
+                tags=[RunTag(k, v) for k, v in sorted({**tags, KIND_TAG: "stage"}.items())],
             )
             now = int(time.time() * 1000)
             for name, child_tags, values in self.children:
                 child = client.create_run(exp_id, run_name=name,
-                                          tags={**tags, **child_tags, "mlflow.parentRunId": run_id})
+                                          tags={**tags, **child_tags, KIND_TAG: "row",
+                                                "mlflow.parentRunId": run_id})
                 client.log_batch(child.info.run_id,
                                  metrics=[Metric(k, v, now, 0) for k, v in values.items()])
                 client.set_terminated(child.info.run_id, status)
             client.set_terminated(run_id, status)
+            failed = "FAILED" in (status, parent.info.status)  # a failed stage marks the pipeline for good
+            client.set_terminated(parent.info.run_id, "FAILED" if failed else "FINISHED")
         return run_id
 
 

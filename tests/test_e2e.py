@@ -117,6 +117,11 @@ def _runs(uri: str) -> list:
     return client.search_runs([exp.experiment_id]) if exp else []
 
 
+def _kind(runs: list, kind: str) -> list:
+    """The pipeline, stage or row runs (tag ``repurify.kind``)."""
+    return [r for r in runs if r.data.tags.get("repurify.kind") == kind]
+
+
 @pytest.fixture(scope="module")
 def dvc_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, str]:
     repo = copy_repo(tmp_path_factory.mktemp("dvc"), profile="smoke")
@@ -146,13 +151,15 @@ def test_dvc_repro_runs_smoke(dvc_run: tuple[Path, dict, str]) -> None:
     assert all(f"reports/smoke/plots/{p}.csv" in html or p in html for p in PLOTS)
     assert all(f"grid_{d}" in html for d in DEFENSES)
     runs = _runs(f"sqlite:///{repo / 'mlflow.db'}")
-    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    (pipeline,) = _kind(runs, "pipeline")  # one parent run for the whole `dvc repro`
+    parents = _kind(runs, "stage")
+    assert {r.data.tags["mlflow.parentRunId"] for r in parents} == {pipeline.info.run_id}
     assert sorted(r.data.tags["stage"] for r in parents) == sorted(STAGES)
     assert {(r.data.tags["engine"], r.data.tags["profile"]) for r in runs} == {("dvc", "smoke")}
     tagged = [(r.data.tags["stage"], r.data.tags["defense"]) for r in parents if "defense" in r.data.tags]
     assert sorted(tagged) == sorted([*(("evaluate", d) for d in DEFENSES), *(("check", d) for d in DEFENSES),
                                      *(("train_defense", d) for d in TRAINED), ("calibrate_oag", "oag")])
-    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    children = _kind(runs, "row")
     rows = sum(len(json.loads((repo / f"metrics/smoke/eval/{d}.json").read_text())["results"])
                for d in DEFENSES)
     assert len(children) == rows
@@ -161,8 +168,9 @@ def test_dvc_repro_runs_smoke(dvc_run: tuple[Path, dict, str]) -> None:
 
 def test_snakemake_runs_smoke(snakemake_run: tuple[Path, dict]) -> None:
     repo, _ = snakemake_run
-    runs = [r for r in _runs(f"sqlite:///{repo / 'mlflow.db'}")
-            if "mlflow.parentRunId" not in r.data.tags]
+    all_runs = _runs(f"sqlite:///{repo / 'mlflow.db'}")
+    assert len(_kind(all_runs, "pipeline")) == 1
+    runs = _kind(all_runs, "stage")
     assert sorted(r.data.tags["stage"] for r in runs) == sorted(STAGES)
     assert {r.data.tags["engine"] for r in runs} == {"snakemake"}
     assert (repo / "logs/smoke/train_classifier.log").read_text().count("clean test accuracy") == 2

@@ -1,22 +1,40 @@
-"""MLflow tracking: one run per stage with params and tags; parallel writers never collide."""
+"""MLflow tracking: one pipeline run per invocation, one run per stage under it with params
+and tags; parallel writers never collide; `python -m repurify.compare` reports two pipeline runs."""
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
+from repurify import compare
 from repurify.params import load_params
-from repurify.tracking import flatten, stage_run, tracking_uri
+from repurify.tracking import PIPELINE_ENV, flatten, pipeline_key, stage_run, tracking_uri
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _no_inherited_pipeline(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(PIPELINE_ENV, raising=False)
 
 
 def _client(uri: str):
     from mlflow.tracking import MlflowClient
 
     return MlflowClient(tracking_uri=uri)
+
+
+def _runs(uri: str, kind: str) -> list:
+    client = _client(uri)
+    exp = client.get_experiment_by_name("repurify")
+    return client.search_runs([exp.experiment_id], f"tags.`repurify.kind` = '{kind}'")
 
 
 def test_default_uri_is_absolute_sqlite(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -46,10 +64,13 @@ def test_stage_run_logs_params_metrics_tags(monkeypatch: pytest.MonkeyPatch,
                       {"accuracy": 0.25})
     runs = _client(uri).search_runs(
         [_client(uri).get_experiment_by_name(params.mlflow.experiment).experiment_id])
-    assert len(runs) == 2
-    (r,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert len(runs) == 3
+    (pipeline,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    (r,) = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == pipeline.info.run_id]
     (child,) = [c for c in runs if c.data.tags.get("mlflow.parentRunId") == r.info.run_id]
     assert child.data.tags["attack"] == "pgd" and child.data.tags["stage"] == "unit"
+    assert [x.data.tags["repurify.kind"] for x in (pipeline, r, child)] == ["pipeline", "stage", "row"]
+    assert pipeline.info.run_name == "pipeline:smoke:snakemake" and pipeline.info.status == "FINISHED"
     assert child.data.metrics == {"accuracy": 0.25}
     assert r.info.status == "FINISHED"
     assert r.data.metrics == {"loss": 1.0, "clean_accuracy": 0.5}
@@ -70,21 +91,102 @@ def test_failed_stage_is_recorded_as_failed(monkeypatch: pytest.MonkeyPatch,
     params = load_params(ROOT / "params.yaml", profile="smoke")
     with pytest.raises(ValueError, match="boom"), stage_run("unit", params):
         raise ValueError("boom")
-    exp = _client(uri).get_experiment_by_name(params.mlflow.experiment)
-    assert [r.info.status for r in _client(uri).search_runs([exp.experiment_id])] == ["FAILED"]
+    assert [r.info.status for r in _runs(uri, "stage")] == ["FAILED"]
+    assert [r.info.status for r in _runs(uri, "pipeline")] == ["FAILED"]
+
+
+def test_stages_of_one_invocation_share_a_pipeline_run(monkeypatch: pytest.MonkeyPatch,
+                                                       tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    params = load_params(ROOT / "params.yaml", profile="smoke")
+    ids = {}
+    for stage, key in (("a", "inv-1"), ("b", "inv-1"), ("c", "inv-2")):
+        monkeypatch.setenv(PIPELINE_ENV, key)
+        with stage_run(stage, params):
+            pass
+        ids[stage] = _client(uri).get_run(_runs(uri, "stage")[0].info.run_id).data.tags["mlflow.parentRunId"]
+    pipelines = {r.info.run_id: r for r in _runs(uri, "pipeline")}
+    assert len(pipelines) == 2 and ids["a"] == ids["b"] != ids["c"]
+    assert pipelines[ids["a"]].data.tags["repurify.pipeline_run"] == "inv-1"
+    assert pipelines[ids["c"]].data.tags["repurify.pipeline_run"] == "inv-2"
+    assert {r.data.tags["profile"] for r in pipelines.values()} == {"smoke"}
+
+
+def test_a_failed_stage_marks_its_pipeline_run_failed(monkeypatch: pytest.MonkeyPatch,
+                                                      tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv(PIPELINE_ENV, "inv")
+    params = load_params(ROOT / "params.yaml", profile="smoke")
+    statuses = []
+    for fail in (False, True, False):  # a later success does not clear the failure
+        with pytest.raises(ValueError) if fail else contextlib.nullcontext(), stage_run("unit", params):
+            if fail:
+                raise ValueError("boom")
+        (pipeline,) = _runs(uri, "pipeline")
+        statuses.append(pipeline.info.status)
+    assert statuses == ["FINISHED", "FAILED", "FAILED"]
+    assert sorted(r.info.status for r in _runs(uri, "stage")) == ["FAILED", "FINISHED", "FINISHED"]
+
+
+def _fake_proc(root: Path, procs: dict[int, tuple[int, str, list[str]]]) -> Path:
+    """A /proc with ``pid -> (parent pid, start time, argv)``; command names hold spaces and ")"."""
+    for pid, (ppid, start, argv) in procs.items():
+        (root / str(pid)).mkdir(parents=True)
+        (root / str(pid) / "stat").write_text(f"{pid} (a) b) S {ppid} " + "0 " * 17 + f"{start} 0 0\n")
+        (root / str(pid) / "cmdline").write_bytes(b"".join(a.encode() + b"\0" for a in argv))
+    return root
+
+
+@pytest.mark.parametrize("dvc_argv", [["/venv/bin/python3", "/venv/bin/dvc", "repro"],
+                                      ["python", "-m", "dvc", "exp", "run"], ["dvc", "repro"]])
+def test_pipeline_key_finds_the_dvc_ancestor(tmp_path: Path, dvc_argv: list[str]) -> None:
+    host = socket.gethostname()
+    proc = _fake_proc(tmp_path / "proc", {
+        1: (0, "1", ["/sbin/init"]),
+        40: (1, "400", dvc_argv),
+        50: (40, "500", ["/bin/sh", "-c", "python -m stages.fetch_data --log logs/dvc"]),
+        60: (50, "600", ["python", "-m", "stages.fetch_data"]),
+        70: (1, "700", ["python", "-m", "stages.fetch_data", "--params", "dvc"]),
+    })
+    assert pipeline_key(60, proc) == f"dvc:{host}:40:400"
+    assert pipeline_key(70, proc) == f"cli:{host}:70:700"
+    assert pipeline_key(60, tmp_path / "no-proc").startswith(f"cli:{host}:60:")
+
+
+def test_pipeline_key_env_wins_and_is_sanitised(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(PIPELINE_ENV, "snakemake:a b'c")
+    assert pipeline_key() == "snakemake:a_b_c"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+def test_pipeline_key_under_a_real_dvc_process(tmp_path: Path) -> None:
+    """A script named ``dvc`` runs a shell that runs the stage: the key names the script's process."""
+    dvc = tmp_path / "dvc"
+    stage = "from repurify.tracking import pipeline_key; print(pipeline_key())"
+    dvc.write_text(f"#!{sys.executable}\nimport subprocess, sys\n"
+                   f"sys.exit(subprocess.call(['/bin/sh', '-c', {f'{sys.executable} -c {stage!r}'!r}]))\n")
+    dvc.chmod(0o755)
+    proc = subprocess.Popen([str(dvc)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0
+    assert out.strip().startswith(f"dvc:{socket.gethostname()}:{proc.pid}:")
 
 
 def _writer(uri: str, i: int) -> None:
     import os
 
     os.environ["MLFLOW_TRACKING_URI"] = uri
+    os.environ[PIPELINE_ENV] = "parallel"
     params = load_params(ROOT / "params.yaml", profile="smoke")
     with stage_run(f"parallel{i}", params) as run:
         run.log_metric("i", i)
 
 
 def test_parallel_stages_share_one_sqlite_store(tmp_path: Path) -> None:
-    """Fresh database, four processes at once (the first also creates the schema)."""
+    """Fresh database, four processes at once (the first also creates the schema and the
+    pipeline run, which the others then find)."""
     uri = f"sqlite:///{tmp_path / 'fresh.db'}"
     ctx = mp.get_context("spawn")
     procs = [ctx.Process(target=_writer, args=(uri, i)) for i in range(4)]
@@ -93,6 +195,75 @@ def test_parallel_stages_share_one_sqlite_store(tmp_path: Path) -> None:
     for p in procs:
         p.join(timeout=300)
     assert [p.exitcode for p in procs] == [0, 0, 0, 0]
-    exp = _client(uri).get_experiment_by_name("repurify")
-    runs = _client(uri).search_runs([exp.experiment_id])
+    runs = _runs(uri, "stage")
     assert sorted(r.data.metrics["i"] for r in runs) == [0, 1, 2, 3]
+    (pipeline,) = _runs(uri, "pipeline")
+    assert {r.data.tags["mlflow.parentRunId"] for r in runs} == {pipeline.info.run_id}
+
+
+@pytest.fixture
+def two_pipelines(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> tuple[str, str]:
+    """Pipeline runs A (smoke: classifier + hgd evaluation) and B (digits: classifier + report)."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'm.db'}")
+    for key, profile, acc in (("inv-a", "smoke", 0.5), ("inv-b", "digits", 0.75)):
+        monkeypatch.setenv(PIPELINE_ENV, key)
+        params = load_params(ROOT / "params.yaml", profile=profile)
+        with stage_run("train_classifier", params) as run:
+            run.log_metric("clean_accuracy", acc)
+        with stage_run(*(("evaluate",) if profile == "smoke" else ("report",)), params,
+                       **({"defense": "hgd"} if profile == "smoke" else {})) as run:
+            run.log_metric("accuracy.whitebox.adaptive.pgd" if profile == "smoke" else "pages", 3)
+        time.sleep(0.01)  # distinct start times
+    ids = {r.data.tags["profile"]: r.info.run_id for r in _runs(tracking_uri(), "pipeline")}
+    return ids["smoke"], ids["digits"]
+
+
+def _table_rows(out: str) -> dict[str, list[str]]:
+    return {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.strip()}
+
+
+def test_compare_reports_metrics_and_differing_params(two_pipelines: tuple[str, str],
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    a, b = two_pipelines
+    for argv in ([], [a[:8], b], ["--profiles", "smoke", "digits"]):
+        assert compare.main(argv) == 0
+        out = capsys.readouterr().out
+        assert out.startswith(f"A: {a}  pipeline:smoke:cli") and f"\nB: {b}  pipeline:digits:cli" in out
+        assert "only the stages that ran" in out
+        rows = _table_rows(out)
+        assert rows["train_classifier/clean_accuracy"] == ["0.5", "0.75", "+0.25"]
+        assert rows["evaluate[hgd]/accuracy.whitebox.adaptive.pgd"] == ["3", "-", "-"]
+        assert rows["report/pages"] == ["-", "3", "-"]
+        assert rows["profile"] == ["smoke", "digits"] and "seed" not in rows
+    assert compare.main(["--profiles", "digits", "smoke"]) == 0
+    assert capsys.readouterr().out.startswith(f"A: {b}")
+    assert compare.main(["--list"]) == 0
+    listed = _table_rows(capsys.readouterr().out)
+    assert listed[a][-4:] == ["smoke", "cli", "2", "FINISHED"] and listed[b][-4:-2] == ["digits", "cli"]
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["nope", "nope2"], "'nope': unknown"),
+    (["", ""], "ambiguous (2 runs match)"),
+    (["--profiles", "smoke", "cifar10"], "no pipeline run of profile 'cifar10'"),
+])
+def test_compare_errors_exit_2(two_pipelines: tuple[str, str], capsys: pytest.CaptureFixture[str],
+                               argv: list[str], message: str) -> None:
+    assert compare.main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_compare_without_runs_exits_2(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'absent.db'}")
+    assert compare.main([]) == 2
+    assert "no MLflow store" in capsys.readouterr().err
+    assert not (tmp_path / "absent.db").exists()
+    params = load_params(ROOT / "params.yaml", profile="smoke")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'one.db'}")
+    with stage_run("unit", params):
+        pass
+    assert compare.main([]) == 2
+    assert "only one pipeline run" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="2"):
+        compare.main(["only-one-id"])

@@ -1,6 +1,8 @@
 # Rules generated from workflow/dag.py: one rule per stage, `python -m stages.<name>`.
 import json
+import os
 import sys
+import uuid
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
@@ -19,6 +21,9 @@ except ParamsError as exc:
 PROFILE = PARAMS.profile
 _RAW = PARAMS.model_dump(mode="json")
 shell.prefix("export REPURIFY_ENGINE=snakemake; ")  # tags the jobs' MLflow runs
+# One MLflow pipeline run per invocation: jobs (SLURM ones too) inherit the key, and a
+# job's own parse of this file keeps it.
+os.environ.setdefault("REPURIFY_PIPELINE_RUN", f"snakemake:{uuid.uuid4()}")
 
 
 def _param_value(key):
