@@ -192,7 +192,8 @@ def reproduce(claim: Claim, paper: Paper, profile: ProfileParams,
     if claim.attack not in ("clean", None) and attack is None:
         why.append(f"no {claim.attack} attack in this profile")
     return {"id": claim.id, "source": claim.source, "dataset": claim.dataset,
-            "classifier": claim.classifier, "defense": claim.defense, "attack": claim.attack,
+            "classifier": claim.classifier, "method": claim.method, "defense": claim.defense,
+            "attack": claim.attack,
             "profile_attack": attack, "threat_model": claim.threat_model,
             "threat_model_paper": claim.threat_model_paper, "gradient": claim.gradient,
             "eps": claim.eps, "claimed": claim.value / 100, "paper_protocol": protocol,

@@ -131,13 +131,14 @@ def _claims_lines(comparison: dict[str, list[dict[str, Any]]], titles: dict[str,
         if not rows:
             lines.append("No claim about a reproduced configuration.")
             continue
-        lines += ["| claim | source | dataset | classifier | threat model (paper: repurify) | attack | eps "
-                  "| claimed | paper's protocol | diff. | adaptive | diff. | setting |", "|---" * 13 + "|"]
+        lines += ["| claim | source | method (slot) | dataset | classifier | threat model (paper: repurify) "
+                  "| attack | eps | claimed | paper's protocol | diff. | adaptive | diff. | setting |",
+                  "|---" * 14 + "|"]
         for r in rows:
             same = not r["setting_differs"]
             paper_name = r["threat_model_paper"] or ""
             lines.append(
-                f"| {r['id']} | {r['source']} | {r['dataset'] or ''} | {r['classifier'] or ''} | "
+                f"| {r['id']} | {r['source']} | {r['method']} ({r['defense']}) | {r['dataset'] or ''} | {r['classifier'] or ''} | "
                 f"{paper_name}: {r['threat_model']} | {r['attack']}"
                 f"{' (' + r['profile_attack'] + ')' if r['profile_attack'] else ''} | {r['eps'] or ''} | "
                 f"{_pct(r['claimed'])} | {_pct(r['paper_protocol'])} | "
