@@ -138,7 +138,8 @@ def _claims_lines(comparison: dict[str, list[dict[str, Any]]], titles: dict[str,
             same = not r["setting_differs"]
             paper_name = r["threat_model_paper"] or ""
             lines.append(
-                f"| {r['id']} | {r['source']} | {r['method']} ({r['defense']}) | {r['dataset'] or ''} | {r['classifier'] or ''} | "
+                f"| {r['id']} | {r['source']} | {r['method']} ({r['defense']}) | {r['dataset'] or ''} | "
+                f"{r['classifier'] or ''} | "
                 f"{paper_name}: {r['threat_model']} | {r['attack']}"
                 f"{' (' + r['profile_attack'] + ')' if r['profile_attack'] else ''} | {r['eps'] or ''} | "
                 f"{_pct(r['claimed'])} | {_pct(r['paper_protocol'])} | "

@@ -9,12 +9,18 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TextIO
 
+import torch
+
 from repurify import paths
+from repurify.data import load_dataset
+from repurify.defenses import DefendedModel, build_purifier
 from repurify.errors import CheckpointError, RepurifyError
+from repurify.evaluation import EvalData, load_eval_data
 from repurify.io import load_torch
 from repurify.models import load_classifier
 from repurify.models.classifier import Classifier
 from repurify.params import Params, load_params
+from repurify.runtime import seed_everything
 
 
 class _Tee:
@@ -95,3 +101,15 @@ def load_cached_attacks(profile: str, role: str) -> dict:
     if not isinstance(cached, dict) or "adversarial" not in cached:
         raise CheckpointError(f"{f}: not a generate_attacks output; rerun that stage")
     return cached
+
+
+def load_defended(params: Params, defense: str, device: torch.device) -> tuple[DefendedModel, EvalData]:
+    """The evaluated test images and ``defense`` (built after seeding) before the frozen target."""
+    profile, prof = params.profile, params.active
+    target = load_classifiers(params, ("target",))["target"]
+    data = load_eval_data(load_dataset(paths.path(paths.DATASET, profile)).split, prof, target, device)
+    seed_everything(params.seed)
+    artifact = paths.artifact(defense)
+    purifier = build_purifier(prof.defenses[defense], artifact and paths.path(artifact, profile), defense,
+                              tuple(data.x.shape[1:]), seed=params.seed)
+    return DefendedModel(purifier, target).to(device).eval(), data

@@ -11,30 +11,20 @@ import torch
 
 from repurify import paths
 from repurify.checks import probe
-from repurify.data import load_dataset
-from repurify.defenses import DefendedModel, build_purifier
-from repurify.evaluation import load_eval_data
 from repurify.io import write_json
 from repurify.params import Params
 from repurify.plots import image_grid
-from repurify.runtime import resolve_device, seed_everything
+from repurify.runtime import resolve_device
 from repurify.tracking import stage_run
-from stages._cli import load_cached_attacks, load_classifiers, run_stage
+from stages._cli import load_cached_attacks, load_defended, run_stage
 
 
 def check(params: Params, args: argparse.Namespace) -> None:
     profile, prof, defense = params.profile, params.active, args.defense
     device = resolve_device(args.device)
-    target = load_classifiers(params, ("target",))["target"]
-    data = load_eval_data(load_dataset(paths.path(paths.DATASET, profile)).split, prof, target, device)
     checks = prof.evaluation.checks_for(defense)
     oblivious = load_cached_attacks(profile, "target")["adversarial"][checks.attack]
-    spec = prof.defenses[defense]
-    seed_everything(params.seed)
-    artifact = paths.artifact(defense)
-    purifier = build_purifier(spec, artifact and paths.path(artifact, profile), defense,
-                              tuple(data.x.shape[1:]), seed=params.seed)
-    defended = DefendedModel(purifier, target).to(device).eval()
+    defended, data = load_defended(params, defense, device)
     with stage_run("check", params, defense=defense) as run:
         result = probe(defended, checks, prof.attacks[checks.attack], data.x.to(device), data.y,
                        num_classes=data.num_classes, batch_size=prof.evaluation.batch_size,

@@ -7,28 +7,20 @@ import argparse
 import sys
 
 from repurify import paths
-from repurify.data import load_dataset
-from repurify.defenses import DefendedModel, build_purifier
-from repurify.evaluation import evaluate_defense, load_eval_data
+from repurify.evaluation import evaluate_defense
 from repurify.io import write_json
 from repurify.params import Params
-from repurify.runtime import resolve_device, seed_everything
+from repurify.runtime import resolve_device
 from repurify.tracking import stage_run
-from stages._cli import load_cached_attacks, load_classifiers, run_stage
+from stages._cli import load_cached_attacks, load_defended, run_stage
 
 
 def evaluate(params: Params, args: argparse.Namespace) -> None:
     profile, prof, defense = params.profile, params.active, args.defense
     device = resolve_device(args.device)
-    target = load_classifiers(params, ("target",))["target"]
-    data = load_eval_data(load_dataset(paths.path(paths.DATASET, profile)).split, prof, target, device)
     cached = {role: load_cached_attacks(profile, role) for role in paths.ROLES}
     spec = prof.defenses[defense]
-    seed_everything(params.seed)
-    artifact = paths.artifact(defense)
-    purifier = build_purifier(spec, artifact and paths.path(artifact, profile), defense,
-                              tuple(data.x.shape[1:]), seed=params.seed)
-    defended = DefendedModel(purifier, target)
+    defended, data = load_defended(params, defense, device)
     with stage_run("evaluate", params, defense=defense) as run:
         result = evaluate_defense(defended, prof, data, cached, seed=params.seed, device=device,
                                   limit=prof.evaluation.limits.get(defense))

@@ -23,7 +23,7 @@ CLAIMS = "reference/claims.yaml"
 def series(prof: ProfileParams, evaluations: dict, probes: dict, ablation: dict,
            calibration: dict) -> dict[str, plots.Rows]:
     """The rows of every plot in :data:`repurify.plots.PLOTS`."""
-    q_variants = {v.name: v.set["q"] for v in prof.ablation.variants
+    q_variants = {v.name: v.spec(prof.defenses["gcln"]).q for v in prof.ablation.variants
                   if v.defense == "gcln" and "q" in v.set}
     return {
         "eps_sweep": plots.eps_sweep_rows(probes),

@@ -48,6 +48,8 @@ def _write(tmp_path: Path, mutate) -> Path:
 @pytest.mark.parametrize(("mutate", "message"), [
     (lambda r: r["papers"]["oag"]["claims"][0].update(eps="6/0.5"), "papers.oag.claims.0.eps"),
     (lambda r: r["papers"]["gcln"]["claims"][0].update(attack="bpda"), "papers.gcln.claims.0.attack"),
+    (lambda r: r["papers"]["oag"]["claims"][0].update(defense="pixeldefend"),
+     "papers.oag.claims.0.defense"),
     (lambda r: r["papers"]["hgd"]["claims"][0].update(gradient="bpda"), "gradient is set exactly"),
     (lambda r: r["papers"]["advae"]["claims"][0].update(source="Table 9"), "not listed in tables"),
     (lambda r: r["papers"].pop("egcfl"), "papers ['egcfl'] are missing"),

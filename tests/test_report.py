@@ -7,7 +7,8 @@ from repurify.report import render_markdown
 
 def _claim(**kw) -> dict:
     return {"id": "egcfl-t1-01", "source": "Table 1", "dataset": "cifar10", "classifier": "ResNet-18",
-            "method": "EGC-FL", "defense": "egcfl", "attack": "pgd", "profile_attack": "pgd", "threat_model": "whitebox",
+            "method": "EGC-FL", "defense": "egcfl", "attack": "pgd", "profile_attack": "pgd",
+            "threat_model": "whitebox",
             "threat_model_paper": "white-box", "gradient": "autograd", "eps": "8/256", "claimed": 0.85,
             "paper_protocol": 0.9, "adaptive": 0.3, "setting_differs": [], **kw}
 
@@ -26,8 +27,8 @@ def test_masking_claims_and_figures_sections() -> None:
                          figures={"eps curve": "figures/eps_sweep.png"})
     assert "| gcln | **suspected** | fail | fail |" in md
     assert "  - non-zero gradients (fail): 30.0% ..." in md
-    assert ("| egcfl-t1-01 | Table 1 | EGC-FL (egcfl) | cifar10 | ResNet-18 | white-box: whitebox | pgd (pgd) | 8/256 | "
-            "85.0 | 90.0 | +5.0 | 30.0 | -55.0 | same |") in md
+    assert ("| egcfl-t1-01 | Table 1 | EGC-FL (egcfl) | cifar10 | ResNet-18 | white-box: whitebox | "
+            "pgd (pgd) | 8/256 | 85.0 | 90.0 | +5.0 | 30.0 | -55.0 | same |") in md
     assert ("| 85.0 | 90.0 | setting differs | 30.0 | setting differs | differs: dataset cifar10 vs "
             "svhn |") in md
     assert "### hgd: HGD\n\nNo claim about a reproduced configuration." in md

@@ -199,7 +199,7 @@ STAGES: tuple[Stage, ...] = (
         deps=("reference/claims.yaml", paths.CLASSIFIER_METRICS, paths.ATTACK_METRICS, *EVALUATIONS, *CHECKS,
               *(paths.DEFENSE_METRICS.replace("{defense}", d) for d in paths.TRAINED_DEFENSES),
               paths.TRANSFER_METRICS, paths.ABLATION_METRICS, paths.OAG_CALIBRATION),
-        params=("description", "data", "attacks", "defenses", "ablation"),
+        params=("description", "data", "classifiers.target", "attacks", "defenses", "ablation"),
         outs=(),
         uncached=(paths.REPORT, paths.SUMMARY,
                   *(t.replace("{name}", n) for n in PLOTS for t in (paths.FIGURE, paths.PLOT_DATA))),
