@@ -498,6 +498,9 @@ class ProfileParams(_Strict):
                 err = exc.errors()[0]
                 key = ".".join(str(p) for p in err["loc"])
                 raise ValueError(f"evaluation.limits.{slot}.checks.{key}: {err['msg']}") from None
+            if (n := self.evaluation.checks_for(slot).n) > self.evaluation.n:
+                raise ValueError(f"evaluation.limits.{slot}.checks.n: {n} exceeds evaluation.n "
+                                 f"({self.evaluation.n}), the images evaluated")
         checks = self.evaluation.checks
         if checks.n > self.evaluation.n:
             raise ValueError(f"evaluation.checks.n: {checks.n} exceeds evaluation.n ({self.evaluation.n}), "

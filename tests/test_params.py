@@ -114,6 +114,8 @@ def test_yaml_exponent_floats_are_numbers(tmp_path: Path) -> None:
         ("profiles.digits.evaluation.checks.attack", "fgsm", "must name a pgd or bim entry"),
         ("profiles.digits.evaluation.checks.eps", [0.1, 0.05], "must increase strictly"),
         ("profiles.digits.evaluation.checks.n", 5000, "exceeds evaluation.n"),
+        ("profiles.digits.evaluation.limits", {"oag": {"checks": {"n": 301}}},
+         "evaluation.limits.oag.checks.n: 301 exceeds evaluation.n"),
         ("profiles.digits.evaluation.limits", {"oag": {"checks": {"stepz": 3}}},
          "evaluation.limits.oag.checks.stepz"),
         ("profiles.digits.evaluation.limits", {"oag": {"checks": {"steps": 0}}},
