@@ -3,18 +3,47 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
+import pytest
+
 from benchmarks.__main__ import main
+from repurify import paths
+from repurify.data import load_split, save_dataset
+from repurify.models.classifier import build_classifier, save_classifier
+from repurify.params import load_params
+from tests.repo_copy import ROOT
 
 
-def test_benchmark_command_writes_every_figure(tmp_path: Path) -> None:
-    out = tmp_path / "results.json"
-    assert main(["--profile", "smoke", "--batch", "3", "--network-steps", "1", "--out", str(out)]) == 0
-    results = json.loads(out.read_text())
+def _smoke_inputs(root: Path) -> None:
+    """The smoke profile's dataset and an (untrained) target checkpoint, where the stages put them."""
+    prof = load_params(ROOT / "params.yaml", profile="smoke").active
+    ds = save_dataset(root / paths.path(paths.DATASET, "smoke"), load_split(prof.data), "digits")
+    arch = prof.classifiers.target.arch
+    model = build_classifier(arch, tuple(ds.image_shape), ds.num_classes, ds.mean, ds.std)
+    save_classifier(root / paths.path(paths.CLASSIFIER, "smoke", role="target"), model,
+                    {"arch": arch, "image_shape": list(ds.image_shape), "num_classes": ds.num_classes,
+                     "mean": list(ds.mean), "std": list(ds.std)})
+
+
+def test_benchmark_command_writes_every_figure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    shutil.copy(ROOT / "params.yaml", tmp_path)
+    monkeypatch.chdir(tmp_path)
+    assert main(["--profile", "smoke", "--batch", "3", "--network-steps", "1", "--attack-batch", "16",
+                 "--out", "results.json"]) == 2  # no trained target yet: a clear error
+    _smoke_inputs(tmp_path)
+    assert main(["--profile", "smoke", "--batch", "3", "--network-steps", "1", "--attack-batch", "16",
+                 "--out", "results.json"]) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
     oag = results["oag_batching"]
     assert oag["batch"] == 3 and oag["image_shape"] == [1, 16, 16]
     assert oag["speedup"] > 0 and oag["goal_speedup"] == 20
     assert oag["max_abs_difference"] < 1e-4  # the batch computes what the loop computes
+    overhead = results["attack_overhead"]
+    assert overhead["batch"] == 16 and overhead["steps"] == 5 and overhead["ratio"] > 0
+    ref = results["pgd_vs_reference"]
+    assert ref["time_ratio"] > 0 and 0 <= ref["robust_accuracy_repurify"] <= ref["clean_accuracy"]
     assert results["machine"]["cpu_cores"] >= 1
-    assert "OAG batched / one-at-a-time" in (tmp_path / "results.md").read_text()
+    text = (tmp_path / "results.md").read_text()
+    assert "OAG batched / one-at-a-time" in text and "repurify / ART" in text
