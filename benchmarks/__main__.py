@@ -7,9 +7,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from benchmarks.attacks import attack_overhead, pgd_vs_reference
 from benchmarks.machine import machine
 from benchmarks.oag import oag_batching
+from benchmarks.pipeline import install, pipeline
 from repurify import paths
 from repurify.data import load_dataset
 from repurify.errors import RepurifyError
@@ -20,6 +23,7 @@ from repurify.runtime import resolve_device
 from repurify.training import to_unit
 
 HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -40,7 +44,30 @@ def markdown(results: dict[str, Any]) -> str:
         f"| OAG batched / one-at-a-time speed-up (batch {o['batch']}, {o['image_shape']}, "
         f"T_I {o['image_steps']}, k {o['kernel']}, K {o['filters']}) | {o['speedup']:.1f}x "
         f"({o['images_per_second_batched']:.2f} vs {o['images_per_second_loop']:.2f} images/s at "
-        f"T_N {o['network_steps']}) | >= {o['goal_speedup']:g}x |", ""])
+        f"T_N {o['network_steps']}) | >= {o['goal_speedup']:g}x |",
+        *_pipeline_lines(results["pipeline"]), *_install_lines(results["install"]), ""])
+
+
+def _pipeline_lines(p: dict[str, Any]) -> list[str]:
+    if "skipped" in p:
+        return [f"| pipeline (`--pipeline`) | not run: {p['skipped']} | |"]
+    c = p["change"]
+    lines = [f"| full `dvc repro` from scratch, stage by stage | {p['seconds_from_scratch'] / 60:.1f} min | "
+             f"<= {p['goal_seconds_from_scratch'] / 60:g} min |",
+             f"| repeated `dvc repro`, nothing changed | {p['seconds_noop']:.1f} s (reran "
+             f"{p['noop_reran'] or 'nothing'}) | <= {p['goal_seconds_noop']:g} s |",
+             f"| `dvc repro` after {c['key']}: {c['from']} -> {c['to']} | reran {', '.join(c['reran'])} "
+             f"({c['seconds'] / 60:.1f} min) | that defense's stages and the report |",
+             f"| peak resident memory, largest stage | {p['peak_rss_mib_max']:.0f} MiB | "
+             f"<= {p['goal_peak_rss_mib']} MiB each |"]
+    return lines + [f"| &nbsp; `{name}` | {s['seconds']:.1f} s, {s['peak_rss_mib']:.0f} MiB | |"
+                    for name, s in p["stages"].items()]
+
+
+def _install_lines(i: dict[str, Any]) -> list[str]:
+    if "skipped" in i:
+        return [f"| fresh install (`--install`) | not run: {i['skipped']} | |"]
+    return [f"| fresh virtual environment from {i['lock']} | {i['seconds'] / 60:.1f} min | |"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,6 +77,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=64, help="OAG images synthesized at once")
     ap.add_argument("--network-steps", type=int, default=3, help="OAG T_N timed (cost is linear)")
     ap.add_argument("--attack-batch", type=int, help="images attacked (default evaluation.batch_size)")
+    ap.add_argument("--pipeline", action="store_true",
+                    help="also run the profile's pipeline from scratch in a scratch clone (hours on "
+                         "digits with 2 cores), then a no-op and a one-param-change `dvc repro`")
+    ap.add_argument("--change", default="defenses.jpeg.quality=50",
+                    help="the param (relative to profiles.<profile>) changed for the rerun figure")
+    ap.add_argument("--install", action="store_true",
+                    help="also time a fresh virtual environment from requirements.lock (minutes)")
     ap.add_argument("--out", default=str(HERE / "results.json"))
     args = ap.parse_args(argv)
     params = load_params("params.yaml", args.profile)
@@ -72,6 +106,11 @@ def main(argv: list[str] | None = None) -> int:
                "pgd_vs_reference": pgd_vs_reference(target, x, y, **budget),
                "oag_batching": oag_batching(prof.defenses["oag"], shape, batch=args.batch,
                                             network_steps=args.network_steps, device=device)}
+    key, value = args.change.split("=", 1)
+    results["pipeline"] = (pipeline(args.profile, (key, yaml.safe_load(value))) if args.pipeline
+                           else {"skipped": "pass --pipeline"})
+    results["install"] = (install(ROOT / "requirements.lock") if args.install
+                          else {"skipped": "pass --install"})
     write_json(args.out, results)
     text = markdown(results)
     write_text(Path(args.out).with_suffix(".md"), text)

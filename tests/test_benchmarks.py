@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from benchmarks.__main__ import main
+from benchmarks.pipeline import measure, ran, set_param
 from repurify import paths
 from repurify.data import load_split, save_dataset
 from repurify.models.classifier import build_classifier, save_classifier
@@ -47,3 +51,21 @@ def test_benchmark_command_writes_every_figure(tmp_path: Path, monkeypatch: pyte
     assert results["machine"]["cpu_cores"] >= 1
     text = (tmp_path / "results.md").read_text()
     assert "OAG batched / one-at-a-time" in text and "repurify / ART" in text
+    assert results["pipeline"] == {"skipped": "pass --pipeline"} and "not run: pass --install" in text
+
+
+def test_measure_reports_time_and_peak_memory_of_the_process_tree(tmp_path: Path) -> None:
+    grow = "import subprocess, sys; subprocess.run([sys.executable, '-c', 'x = bytearray(300 << 20)'])"
+    out = measure([sys.executable, "-c", grow], tmp_path, dict(os.environ))
+    assert out["peak_rss_mib"] >= 300 and out["seconds"] > 0  # a grandchild's peak counts
+    with pytest.raises(RuntimeError, match="exit 3"):
+        measure([sys.executable, "-c", "import sys; sys.exit(3)"], tmp_path, dict(os.environ))
+
+
+def test_rerun_parsing_and_param_edits(tmp_path: Path) -> None:
+    assert ran("Running stage 'a':\n> x\nStage 'b' didn't change\nRunning stage 'c':") == ["a", "c"]
+    params = tmp_path / "params.yaml"
+    params.write_text("profile: digits\nprofiles:\n  digits:\n    defenses:\n"
+                      "      jpeg: {kind: jpeg, quality: 75}\n")
+    assert set_param(params, "profiles.digits.defenses.jpeg.quality", 50) == 75
+    assert yaml.safe_load(params.read_text())["profiles"]["digits"]["defenses"]["jpeg"]["quality"] == 50

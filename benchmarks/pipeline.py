@@ -1,0 +1,98 @@
+"""The pipeline on one profile, in a scratch clone of the repository's HEAD (uncommitted changes
+are not measured) with its own MLflow store:
+
+* every stage from scratch, one ``dvc repro -s <stage>`` at a time in the stage table's order:
+  wall time and peak resident memory of its process tree;
+* a repeated ``dvc repro`` with nothing changed;
+* the stages ``dvc repro`` reruns after one defense param changes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from workflow.dag import STAGES
+
+ROOT = Path(__file__).resolve().parent.parent
+# runs a command, then prints its wall time and the peak RSS (kB) of its process tree
+_MEASURE = ("import resource, subprocess, sys, time, json; t = time.perf_counter(); "
+            "rc = subprocess.run(sys.argv[1:], stdout=sys.stderr).returncode; "
+            "print(json.dumps({'seconds': time.perf_counter() - t, 'rc': rc, "
+            "'peak_rss_kb': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))")
+
+
+def measure(cmd: list[str], cwd: Path, env: dict[str, str]) -> dict[str, Any]:
+    """Wall time and peak resident memory of ``cmd`` and its descendants; its output, on failure."""
+    res = subprocess.run([sys.executable, "-c", _MEASURE, *cmd], cwd=cwd, env=env, capture_output=True,
+                         text=True)
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    if out["rc"] != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed (exit {out['rc']}):\n{res.stderr[-3000:]}")
+    return {"seconds": out["seconds"], "peak_rss_mib": out["peak_rss_kb"] / 1024, "log": res.stderr}
+
+
+def ran(log: str) -> list[str]:
+    """The stages a ``dvc repro`` log says it ran."""
+    return re.findall(r"Running stage '([^']+)'", log)
+
+
+def set_param(params: Path, key: str, value: Any) -> Any:
+    """Set a dotted key of params.yaml (comments are lost: scratch copies only); returns the old value."""
+    raw = yaml.safe_load(params.read_text())
+    *parents, leaf = key.split(".")
+    node = raw
+    for part in parents:
+        node = node[part]
+    old, node[leaf] = node[leaf], value
+    params.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return old
+
+
+def pipeline(profile: str, change: tuple[str, Any], workdir: Path | None = None) -> dict[str, Any]:
+    """Stage-by-stage cost from scratch, the no-op repro and the reruns after ``change`` (key
+    relative to ``profiles.<profile>``, new value)."""
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        repo = Path(tmp) / "repo"
+        subprocess.run(["git", "clone", "-q", str(ROOT), str(repo)], check=True)
+        set_param(repo / "params.yaml", "profile", profile)
+        env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{repo / 'mlflow.db'}",
+               "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+        stages = {}
+        for st in STAGES:
+            m = measure(["dvc", "repro", "-s", st.name], repo, env)
+            stages[st.name] = {"seconds": m["seconds"], "peak_rss_mib": m["peak_rss_mib"]}
+            print(f"pipeline: {st.name}: {m['seconds']:.1f} s, peak {m['peak_rss_mib']:.0f} MiB",
+                  file=sys.stderr)
+        noop = measure(["dvc", "repro"], repo, env)
+        key, value = change
+        old = set_param(repo / "params.yaml", f"profiles.{profile}.{key}", value)
+        changed = measure(["dvc", "repro"], repo, env)
+        return {"stages": stages, "seconds_from_scratch": sum(s["seconds"] for s in stages.values()),
+                "goal_seconds_from_scratch": 15 * 60,
+                "peak_rss_mib_max": max(s["peak_rss_mib"] for s in stages.values()),
+                "goal_peak_rss_mib": 4096, "seconds_noop": noop["seconds"], "goal_seconds_noop": 5.0,
+                "noop_reran": ran(noop["log"]),
+                "change": {"key": key, "from": old, "to": value, "reran": ran(changed["log"]),
+                           "seconds": changed["seconds"]}}
+
+
+def install(lock: Path, workdir: Path | None = None) -> dict[str, Any]:
+    """Wall time of a fresh virtual environment from the lock file (what ``make install`` does)."""
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        venv = Path(tmp) / "venv"
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+        subprocess.run([*pip, "-r", str(lock)], check=True)
+        subprocess.run([*pip, "--no-deps", "-e", str(lock.parent)], check=True)
+        return {"seconds": time.perf_counter() - start, "lock": lock.name}
