@@ -29,6 +29,7 @@ ROOT = HERE.parent
 def markdown(results: dict[str, Any]) -> str:
     m, o = results["machine"], results["oag_batching"]
     a, r = results["attack_overhead"], results["pgd_vs_reference"]
+    se = r["robust_accuracy_standard_error"]
     return "\n".join([
         "# repurify benchmarks", "",
         f"Machine: {m['cpu_cores']} cores, {m['torch_threads']} torch threads, torch {m['torch']}, "
@@ -39,7 +40,9 @@ def markdown(results: dict[str, Any]) -> str:
         f"<= {a['goal_ratio']:g} |",
         f"| PGD-{r['steps']} time, repurify / ART, batch {r['batch']} | {r['time_ratio']:.3f} "
         f"({r['seconds_repurify']:.3f} s vs {r['seconds_reference']:.3f} s; robust accuracy "
-        f"{100 * r['robust_accuracy_repurify']:.1f} vs {100 * r['robust_accuracy_reference']:.1f}, clean "
+        f"{100 * r['robust_accuracy_repurify']:.2f} vs {100 * r['robust_accuracy_reference']:.2f} "
+        f"(standard errors {100 * se['ours']:.2f}, {100 * se['theirs']:.2f}) over "
+        f"{len(r['robust_accuracy_draws']['ours'])} random starts, clean "
         f"{100 * r['clean_accuracy']:.1f}) | <= {r['goal_time_ratio']:g}, accuracy <= ART's |",
         f"| OAG batched / one-at-a-time speed-up (batch {o['batch']}, {o['image_shape']}, "
         f"T_I {o['image_steps']}, k {o['kernel']}, K {o['filters']}) | {o['speedup']:.1f}x "
