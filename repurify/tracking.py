@@ -109,6 +109,26 @@ def pipeline_key(pid: int | None = None, proc: Path = Path("/proc")) -> str:
     return re.sub(r"[^\w\-.:]", "_", key)
 
 
+def process_start_ms(proc: Path = Path("/proc")) -> int:
+    """When this process started (ms since the epoch): a stage's wall time includes its imports and
+    input loading. Now, where ``/proc`` is missing."""
+    now = time.time()
+    try:
+        uptime = float((proc / "uptime").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return int(now * 1000)
+    stat = _proc_stat(os.getpid(), proc)
+    age = 0.0 if stat is None else uptime - int(stat[1]) / os.sysconf("SC_CLK_TCK")
+    return int((now - max(age, 0.0)) * 1000)
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory so far (Linux reports kB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 @contextlib.contextmanager
 def _db_lock(uri: str) -> Iterator[None]:
     if not uri.startswith("sqlite:///"):
@@ -134,7 +154,7 @@ class StageRun:
     extra_params: dict[str, str] = field(default_factory=dict)
     metrics: list[tuple[str, float, int, int]] = field(default_factory=list)
     children: list[tuple[str, dict[str, str], dict[str, float]]] = field(default_factory=list)
-    started: int = field(default_factory=lambda: int(time.time() * 1000))
+    started: int = field(default_factory=lambda: process_start_ms())
 
     def log_metric(self, key: str, value: float, step: int = 0) -> None:
         """Record a metric; characters MLflow refuses in names (``{``, ``,``...) become ``_``."""
@@ -152,11 +172,17 @@ class StageRun:
     def log_params(self, values: dict[str, Any]) -> None:
         self.extra_params.update(flatten(values))
 
+    def resources(self) -> dict[str, float]:
+        """Wall time since the process started and peak resident memory, so far."""
+        return {"stage.seconds": time.time() - self.started / 1000, "stage.peak_rss_mib": peak_rss_mib()}
+
     def flush(self, status: str) -> str:
-        """Write the run under its pipeline run, and that run's status; returns the stage run's id."""
+        """Write the run (with :meth:`resources`) under its pipeline run, and that run's status;
+        returns the stage run's id."""
         from mlflow.entities import Metric, Param, RunTag
         from mlflow.tracking import MlflowClient
 
+        self.log_metrics(self.resources())
         uri = tracking_uri()
         p = self.params
         all_params = {"profile": p.profile, "seed": str(p.seed), "device": p.device,
@@ -209,3 +235,6 @@ def stage_run(stage: str, params: Params, **tags: str) -> Iterator[StageRun]:
             print(f"warning: could not record the failed run in MLflow: {exc}", file=sys.stderr)
         raise
     run.flush("FINISHED")
+    used = run.resources()
+    print(f"{stage}: {used['stage.seconds']:.1f} s, peak resident memory "
+          f"{used['stage.peak_rss_mib']:.0f} MiB", file=sys.stderr)

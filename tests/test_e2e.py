@@ -155,6 +155,8 @@ def test_dvc_repro_runs_smoke(dvc_run: tuple[Path, dict, str]) -> None:
     parents = _kind(runs, "stage")
     assert {r.data.tags["mlflow.parentRunId"] for r in parents} == {pipeline.info.run_id}
     assert sorted(r.data.tags["stage"] for r in parents) == sorted(STAGES)
+    assert all(r.data.metrics["stage.peak_rss_mib"] > 100 and r.data.metrics["stage.seconds"] > 1
+               for r in parents)  # every stage records what it cost
     assert {(r.data.tags["engine"], r.data.tags["profile"]) for r in runs} == {("dvc", "smoke")}
     tagged = [(r.data.tags["stage"], r.data.tags["defense"]) for r in parents if "defense" in r.data.tags]
     assert sorted(tagged) == sorted([*(("evaluate", d) for d in DEFENSES), *(("check", d) for d in DEFENSES),

@@ -13,16 +13,20 @@ from pathlib import Path
 
 import pytest
 
-from repurify import compare
+from repurify import compare, tracking
 from repurify.params import load_params
 from repurify.tracking import PIPELINE_ENV, flatten, pipeline_key, stage_run, tracking_uri
 
 ROOT = Path(__file__).resolve().parent.parent
+PROCESS_START_MS = tracking.process_start_ms
 
 
 @pytest.fixture(autouse=True)
 def _no_inherited_pipeline(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(PIPELINE_ENV, raising=False)
+    # a stage's clock starts with its process; here many "stages" share this process, so each
+    # starts when its run is created (run order = start order, as between real stage processes)
+    monkeypatch.setattr(tracking, "process_start_ms", lambda: int(time.time() * 1000))
 
 
 def _client(uri: str):
@@ -73,7 +77,9 @@ def test_stage_run_logs_params_metrics_tags(monkeypatch: pytest.MonkeyPatch,
     assert pipeline.info.run_name == "pipeline:smoke:snakemake" and pipeline.info.status == "FINISHED"
     assert child.data.metrics == {"accuracy": 0.25}
     assert r.info.status == "FINISHED"
+    resources = {k: r.data.metrics.pop(k) for k in ("stage.seconds", "stage.peak_rss_mib")}
     assert r.data.metrics == {"loss": 1.0, "clean_accuracy": 0.5}
+    assert resources["stage.peak_rss_mib"] > 10 and resources["stage.seconds"] > 0
     assert r.data.params["profile"] == "smoke"
     assert r.data.params["data.train_limit"] == "240"
     assert r.data.tags["stage"] == "unit"
@@ -267,3 +273,18 @@ def test_compare_without_runs_exits_2(monkeypatch: pytest.MonkeyPatch, tmp_path:
     assert "only one pipeline run" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="2"):
         compare.main(["only-one-id"])
+
+
+def test_process_start_is_read_from_proc(tmp_path: Path) -> None:
+    """The stage's clock starts with its process: /proc/<pid>/stat field 22 against /proc/uptime."""
+    import os
+
+    process_start_ms = PROCESS_START_MS
+    ticks = os.sysconf("SC_CLK_TCK")
+    (tmp_path / str(os.getpid())).mkdir()
+    (tmp_path / "uptime").write_text("1000.00 5.0\n")
+    fields = ["S", "1", *(["0"] * 17), str(990 * ticks)]  # state, ppid, ..., starttime: 10 s ago
+    (tmp_path / str(os.getpid()) / "stat").write_text(f"{os.getpid()} (py thon) " + " ".join(fields))
+    assert abs(process_start_ms(tmp_path) - (time.time() - 10) * 1000) < 500
+    assert abs(process_start_ms(tmp_path / "nowhere") - time.time() * 1000) < 500
+    assert abs(process_start_ms() - time.time() * 1000) < 3.6e6  # this process, read from the real /proc
