@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from benchmarks.__main__ import main
-from benchmarks.pipeline import measure, ran, set_param
+from benchmarks.pipeline import measure, ran, set_param, stage_name
 from repurify import paths
 from repurify.data import load_split, save_dataset
 from repurify.models.classifier import build_classifier, save_classifier
@@ -51,7 +51,8 @@ def test_benchmark_command_writes_every_figure(tmp_path: Path, monkeypatch: pyte
     assert results["machine"]["cpu_cores"] >= 1
     text = (tmp_path / "results.md").read_text()
     assert "OAG batched / one-at-a-time" in text and "repurify / ART" in text
-    assert results["pipeline"] == {"skipped": "pass --pipeline"} and "not run: pass --install" in text
+    assert results["pipeline"] == {"skipped": "pass --pipeline or --records"}
+    assert "not run: pass --install" in text
 
 
 def test_measure_reports_time_and_peak_memory_of_the_process_tree(tmp_path: Path) -> None:
@@ -69,3 +70,5 @@ def test_rerun_parsing_and_param_edits(tmp_path: Path) -> None:
                       "      jpeg: {kind: jpeg, quality: 75}\n")
     assert set_param(params, "profiles.digits.defenses.jpeg.quality", 50) == 75
     assert yaml.safe_load(params.read_text())["profiles"]["digits"]["defenses"]["jpeg"]["quality"] == 50
+    assert stage_name({"stage": "evaluate", "defense": "hgd"}) == "evaluate_hgd"
+    assert stage_name({"stage": "calibrate_oag", "defense": "oag"}) == "calibrate_oag"
