@@ -190,7 +190,7 @@ def reproduce(claim: Claim, paper: Paper, profile: ProfileParams,
         protocol = paper_row and paper_row["accuracy"]
     why = setting_differences(claim, profile, attack)
     if claim.attack not in ("clean", None) and attack is None:
-        why.append(f"no {claim.attack} attack in this profile")
+        why.append(f"attack {claim.attack!r} not in this profile")
     return {"id": claim.id, "source": claim.source, "dataset": claim.dataset,
             "classifier": claim.classifier, "method": claim.method, "defense": claim.defense,
             "attack": claim.attack,
