@@ -101,7 +101,9 @@ def gradient_free(rows: list[dict[str, Any]], probes: dict[str, Any]) -> Check:
     sq = probes.get("square")
     if sq is None:
         return Check("gradient-free <= gradient", "not run", "Square not run (square_queries 0)")
-    grad = [r for r in _adaptive(rows) if r["eps"] is not None and math.isclose(r["eps"], sq["eps"])]
+    # AutoAttack is left out: it contains Square, so it can never be weaker than Square alone
+    grad = [r for r in _adaptive(rows) if r["kind"] in ("fgsm", *ITERATIVE)
+            and math.isclose(r["eps"], sq["eps"])]
     grad += [{"attack": f"{probes['attack']} (sweep)", "accuracy": p["accuracy"], "n": probes["n"]}
              for p in probes["eps_sweep"] if math.isclose(p["eps"], sq["eps"])]
     if not grad:

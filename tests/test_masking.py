@@ -62,6 +62,15 @@ def test_each_check_fails_on_its_evidence(mutate, check: str) -> None:
     assert result["verdict"] == "suspected" and result["failed"] == [check]
 
 
+def test_autoattack_does_not_count_as_a_gradient_attack() -> None:
+    """AutoAttack runs Square itself: beside a strong Square it must not hide the gap."""
+    def strong_square(e: dict, p: dict) -> None:
+        p["square"].update(accuracy=0.02)
+        e["results"].append(_row("autoattack", "autoattack", "whitebox", 0.01))
+
+    assert _fail(strong_square)["failed"] == ["gradient-free <= gradient"]
+
+
 def test_randomized_with_eot_passes() -> None:
     def eot(e: dict, p: dict) -> None:
         p["randomness"].update(declared=True, detected=True, max_abs_difference=0.2)
