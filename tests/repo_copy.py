@@ -9,6 +9,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 OUTPUT_DIRS = {"data", "metrics", "reports", "logs"}  # pipeline outputs of this checkout
+PIPELINE_STATE = {"dvc.lock"}  # this checkout's DVC run record: a copy starts without one
 
 
 def copy_repo(dest: Path, profile: str | None = None) -> Path:
@@ -18,7 +19,7 @@ def copy_repo(dest: Path, profile: str | None = None) -> Path:
         cwd=ROOT, capture_output=True, check=True,
     ).stdout.decode().split("\0")
     for rel in filter(None, files):
-        if rel.split("/", 1)[0] in OUTPUT_DIRS:
+        if rel.split("/", 1)[0] in OUTPUT_DIRS or rel in PIPELINE_STATE:
             continue
         src = ROOT / rel
         if src.is_file():
