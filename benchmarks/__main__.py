@@ -63,6 +63,8 @@ def _pipeline_lines(p: dict[str, Any]) -> list[str]:
              f"({c['seconds'] / 60:.1f} min) | that defense's stages and the report |",
              f"| peak resident memory, largest stage | {p['peak_rss_mib_max']:.0f} MiB | "
              f"<= {p['goal_peak_rss_mib']} MiB each |"]
+    lines += [f"| &nbsp; all `{g['kind']}` stages ({g['stages']}) | {g['seconds'] / 60:.1f} min "
+              f"({100 * g['share']:.0f}% of the run) | |" for g in p["groups"]]
     return lines + [f"| &nbsp; `{name}` | {s['seconds']:.1f} s, {s['peak_rss_mib']:.0f} MiB | |"
                     for name, s in p["stages"].items()]
 

@@ -124,6 +124,18 @@ def recorded(profile: str, change: tuple[str, Any], workdir: Path | None = None)
         return {"source": "the stages' MLflow records", **_reruns(repo, env, profile, stages, change)}
 
 
+def groups(stages: dict[str, dict[str, float]]) -> list[dict[str, Any]]:
+    """The stages' wall time summed per kind (``evaluate_*`` -> ``evaluate``), largest first."""
+    kinds: dict[str, list[str]] = {}
+    for st in STAGES:
+        if st.name in stages:
+            kinds.setdefault(st.module or st.name, []).append(st.name)
+    total = sum(s["seconds"] for s in stages.values())
+    rows = [{"kind": kind, "stages": len(names), "seconds": sum(stages[n]["seconds"] for n in names)}
+            for kind, names in kinds.items()]
+    return sorted(({**r, "share": r["seconds"] / total} for r in rows), key=lambda r: -r["seconds"])
+
+
 def _reruns(repo: Path, env: dict[str, str], profile: str, stages: dict[str, dict[str, float]],
             change: tuple[str, Any]) -> dict[str, Any]:
     """The figures shared by both sources: per-stage cost, no-op repro, one-param rerun."""
@@ -131,7 +143,8 @@ def _reruns(repo: Path, env: dict[str, str], profile: str, stages: dict[str, dic
     key, value = change
     old = set_param(repo / "params.yaml", f"profiles.{profile}.{key}", value)
     changed = measure(["dvc", "repro"], repo, env)
-    return {"stages": stages, "seconds_from_scratch": sum(s["seconds"] for s in stages.values()),
+    return {"stages": stages, "groups": groups(stages),
+            "seconds_from_scratch": sum(s["seconds"] for s in stages.values()),
             "goal_seconds_from_scratch": 15 * 60,
             "peak_rss_mib_max": max(s["peak_rss_mib"] for s in stages.values()),
             "goal_peak_rss_mib": 4096, "seconds_noop": noop["seconds"], "goal_seconds_noop": 5.0,

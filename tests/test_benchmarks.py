@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from benchmarks.__main__ import main
-from benchmarks.pipeline import measure, ran, set_param, stage_name
+from benchmarks.pipeline import groups, measure, ran, set_param, stage_name
 from repurify import paths
 from repurify.data import load_split, save_dataset
 from repurify.models.classifier import build_classifier, save_classifier
@@ -72,3 +72,11 @@ def test_rerun_parsing_and_param_edits(tmp_path: Path) -> None:
     assert yaml.safe_load(params.read_text())["profiles"]["digits"]["defenses"]["jpeg"]["quality"] == 50
     assert stage_name({"stage": "evaluate", "defense": "hgd"}) == "evaluate_hgd"
     assert stage_name({"stage": "calibrate_oag", "defense": "oag"}) == "calibrate_oag"
+
+
+def test_groups_sum_the_stages_of_each_kind() -> None:
+    stages = {"fetch_data": {"seconds": 10.0}, "evaluate_none": {"seconds": 30.0},
+              "evaluate_hgd": {"seconds": 50.0}, "train_defense_hgd": {"seconds": 10.0}}
+    rows = groups(stages)
+    assert rows[0] == {"kind": "evaluate", "stages": 2, "seconds": 80.0, "share": 0.8}
+    assert [r["kind"] for r in rows[1:]] == ["fetch_data", "train_defense"]
