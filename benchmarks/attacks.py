@@ -8,30 +8,17 @@ image, while repurify's evaluation stops attacking an image once it is broken.
 from __future__ import annotations
 
 import statistics
-import time
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from benchmarks.timing import median_seconds
 from repurify.attacks import Goal
 from repurify.attacks.base import input_gradient
 from repurify.attacks.gradient import pgd
 from repurify.evaluation import agreement, predict
-
-
-def _seconds(fn, repeats: int) -> float:
-    """Median wall time of ``fn()`` over ``repeats`` runs (after one warm-up, also a draw)."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def attack_overhead(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
@@ -39,9 +26,10 @@ def attack_overhead(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: 
     """Time of PGD-k (every step on every image) / (k x one forward+backward on the batch)."""
     goal = Goal(y)
     gen = torch.Generator().manual_seed(0)
-    t_grad = _seconds(lambda: input_gradient(model, x, goal), repeats)
-    t_pgd = _seconds(lambda: pgd(model, x, goal, norm="linf", eps=eps, step_size=step_size, steps=steps,
-                                 restarts=1, early_stop=False, gen=gen), repeats)
+    t_grad, t_pgd = median_seconds(
+        lambda: input_gradient(model, x, goal),
+        lambda: pgd(model, x, goal, norm="linf", eps=eps, step_size=step_size, steps=steps, restarts=1,
+                    early_stop=False, gen=gen), repeats=repeats)
     return {"batch": len(x), "steps": steps, "seconds_forward_backward": t_grad, "seconds_pgd": t_pgd,
             "ratio": t_pgd / (steps * t_grad), "goal_ratio": 1.10}
 
@@ -73,7 +61,7 @@ def pgd_vs_reference(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps:
         adv = torch.from_numpy(art.generate(x_np, y=y_np)).to(x.device)
         accuracy["theirs"].append(agreement(predict(model, adv, len(x)), y.cpu()))
 
-    t_ours, t_theirs = _seconds(ours, repeats), _seconds(theirs, repeats)
+    t_ours, t_theirs = median_seconds(ours, theirs, repeats=repeats)
     return {"reference": "adversarial-robustness-toolbox ProjectedGradientDescent", "batch": len(x),
             "steps": steps, "eps": eps, "seconds_repurify": t_ours, "seconds_reference": t_theirs,
             "time_ratio": t_ours / t_theirs, "goal_time_ratio": 0.5,

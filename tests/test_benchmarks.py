@@ -13,6 +13,7 @@ import yaml
 
 from benchmarks.__main__ import main
 from benchmarks.pipeline import groups, measure, ran, set_param, stage_name
+from benchmarks.timing import median_seconds
 from repurify import paths
 from repurify.data import load_split, save_dataset
 from repurify.models.classifier import build_classifier, save_classifier
@@ -80,3 +81,9 @@ def test_groups_sum_the_stages_of_each_kind() -> None:
     rows = groups(stages)
     assert rows[0] == {"kind": "evaluate", "stages": 2, "seconds": 80.0, "share": 0.8}
     assert [r["kind"] for r in rows[1:]] == ["fetch_data", "train_defense"]
+
+
+def test_median_seconds_alternates_the_functions_after_a_warm_up_round() -> None:
+    calls: list[str] = []
+    times = median_seconds(lambda: calls.append("a"), lambda: calls.append("b"), repeats=3)
+    assert calls == ["a", "b"] * 4 and len(times) == 2 and all(t >= 0 for t in times)
