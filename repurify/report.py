@@ -61,6 +61,15 @@ def _calibration_lines(cal: dict[str, Any]) -> list[str]:
     return lines
 
 
+def collapsed(rows: list[dict[str, Any]], num_classes: int) -> list[dict[str, Any]]:
+    """Transfer columns whose purifier leaves clean images at chance: accuracy within 2 standard
+    errors of 1/num_classes (a degenerate min-max solution that discards the image)."""
+    chance = 1 / num_classes
+    return [{"defense": r["defense"], "column": r["column"], "clean_accuracy": r["accuracy"]}
+            for r in rows if r["attack"] == "clean"
+            and r["accuracy"] <= chance + 2 * (chance * (1 - chance) / r["n"]) ** 0.5]
+
+
 def _transfer_lines(transfer: dict[str, Any]) -> list[str]:
     """One table per defense: attacks x "trained on / evaluated on" (AdvAE Table 3 layout)."""
     lines = ["", "## Model transfer", "",
@@ -84,6 +93,10 @@ def _transfer_lines(transfer: dict[str, Any]) -> list[str]:
             if bare:
                 lines.append(f"| {attack}, no defense | "
                              + " | ".join(_pct(bare.get(c)) for c in columns) + " |")
+        if dead := [c["column"] for c in transfer.get("collapsed", []) if c["defense"] == defense]:
+            lines += ["", f"**Collapsed: {', '.join(dead)}.** Clean accuracy is at chance (within 2 "
+                          "standard errors): the trained purifier discards the image, so these "
+                          "columns' attack rows measure nothing about robustness."]
     return lines
 
 
@@ -136,7 +149,7 @@ def _claims_lines(comparison: dict[str, list[dict[str, Any]]], titles: dict[str,
                   "|---" * 14 + "|"]
         for r in rows:
             same = not r["setting_differs"]
-            paper_name = r["threat_model_paper"] or ""
+            paper_name = r["threat_model_paper"] or "not stated"
             lines.append(
                 f"| {r['id']} | {r['source']} | {r['method']} ({r['defense']}) | {r['dataset'] or ''} | "
                 f"{r['classifier'] or ''} | "

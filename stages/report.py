@@ -13,7 +13,7 @@ from repurify.claims import compare, load_claims
 from repurify.io import load_json, write_json, write_text
 from repurify.masking import assess
 from repurify.params import Params, ProfileParams
-from repurify.report import render_markdown, summary_rows
+from repurify.report import collapsed, render_markdown, summary_rows
 from repurify.tracking import stage_run
 from stages._cli import run_stage
 
@@ -47,10 +47,12 @@ def report(params: Params, args: argparse.Namespace) -> None:
     trained = {d: load_json(paths.path(paths.DEFENSE_METRICS, profile, defense=d), f"train_defense_{d}")
                for d in paths.TRAINED_DEFENSES}
     transfer = load_json(paths.path(paths.TRANSFER_METRICS, profile), "transfer")
+    num_classes = len(load_json(paths.path(paths.MANIFEST, profile), "fetch_data")["classes"])
     ablation = load_json(paths.path(paths.ABLATION_METRICS, profile), "ablation")
     calibration = load_json(paths.path(paths.OAG_CALIBRATION, profile), "calibrate_oag")
     with stage_run("report", params) as run:
         rows = summary_rows(evaluations)
+        transfer = {**transfer, "collapsed": collapsed(transfer["rows"], num_classes)}
         masking = {d: assess(evaluations[d], probes[d]) for d in paths.DEFENSES}
         comparison = compare(claims, prof, evaluations)
         report_dir = os.path.dirname(paths.path(paths.REPORT, profile))

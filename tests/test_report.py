@@ -32,4 +32,7 @@ def test_masking_claims_and_figures_sections() -> None:
     assert ("| 85.0 | 90.0 | setting differs | 30.0 | setting differs | differs: dataset cifar10 vs "
             "svhn |") in md
     assert "### hgd: HGD\n\nNo claim about a reproduced configuration." in md
+    unstated = render_markdown("p", "d", {}, [], {}, claims=(
+        {"egcfl": [_claim(threat_model_paper=None)]}, {"egcfl": "EGC-FL"}))
+    assert "| ResNet-18 | not stated: whitebox | pgd (pgd) |" in unstated
     assert "![eps curve](figures/eps_sweep.png)" in md

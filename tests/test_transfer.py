@@ -10,7 +10,7 @@ import torch
 
 from repurify.errors import ParamsError
 from repurify.params import TransferEntry, load_params, validate_params
-from repurify.report import render_markdown
+from repurify.report import collapsed, render_markdown
 from repurify.transfer import label, run_grid, variant
 from tests.repo_copy import ROOT
 
@@ -133,3 +133,18 @@ def test_report_has_the_transfer_table() -> None:
     assert "| attack | X/A | {X,A,B}/A |" in md
     assert "| bim | 80.0 |" in md and "| bim, no defense | 10.0 |" in md
     assert "| pgd | 50.0 | 75.0 |" in md and "| clean | 97.0 |  |" in md
+
+
+def test_a_purifier_at_chance_on_clean_images_is_flagged_collapsed() -> None:
+    def clean(column: str, accuracy: float) -> dict:
+        return {"defense": "advae", "column": column, "attack": "clean", "threat_model": "none",
+                "accuracy": accuracy, "n": 300}
+
+    # 10 classes, 300 images: chance 10%, two standard errors 3.5 points
+    rows = [clean("X/X", 0.093), clean("X/D", 0.13), clean("{X,A,B}/A", 0.973), clean("X/B", 0.14),
+            {**clean("X/X", 0.0), "attack": "pgd", "threat_model": "whitebox"}]
+    dead = collapsed(rows, num_classes=10)
+    assert [c["column"] for c in dead] == ["X/X", "X/D"]
+    md = render_markdown("p", "d", {}, [], {}, {"zoo": {}, "rows": rows, "collapsed": dead})
+    assert "**Collapsed: X/X, X/D.** Clean accuracy is at chance" in md
+    assert "Collapsed" not in render_markdown("p", "d", {}, [], {}, {"zoo": {}, "rows": rows})

@@ -196,7 +196,8 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         name="report",
         code=("repurify/report.py", "repurify/claims.py", "repurify/masking.py", "repurify/plots.py"),
-        deps=("reference/claims.yaml", paths.CLASSIFIER_METRICS, paths.ATTACK_METRICS, *EVALUATIONS, *CHECKS,
+        deps=("reference/claims.yaml", paths.MANIFEST, paths.CLASSIFIER_METRICS, paths.ATTACK_METRICS,
+              *EVALUATIONS, *CHECKS,
               *(paths.DEFENSE_METRICS.replace("{defense}", d) for d in paths.TRAINED_DEFENSES),
               paths.TRANSFER_METRICS, paths.ABLATION_METRICS, paths.OAG_CALIBRATION),
         params=("description", "data", "classifiers.target", "attacks", "defenses", "ablation"),
