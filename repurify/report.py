@@ -61,13 +61,18 @@ def _calibration_lines(cal: dict[str, Any]) -> list[str]:
     return lines
 
 
-def collapsed(rows: list[dict[str, Any]], num_classes: int) -> list[dict[str, Any]]:
-    """Transfer columns whose purifier leaves clean images at chance: accuracy within 2 standard
-    errors of 1/num_classes (a degenerate min-max solution that discards the image)."""
+def collapsed(rows: list[dict[str, Any]], num_classes: int, bare: dict[str, float]) -> list[dict[str, Any]]:
+    """Transfer columns whose purifier leaves clean images at chance, within 2 standard errors of
+    1/num_classes, in front of a classifier (``bare``: name -> clean accuracy) that is not: a
+    degenerate min-max solution that discards the image."""
     chance = 1 / num_classes
+
+    def at_chance(accuracy: float, n: int) -> bool:
+        return accuracy <= chance + 2 * (chance * (1 - chance) / n) ** 0.5
+
     return [{"defense": r["defense"], "column": r["column"], "clean_accuracy": r["accuracy"]}
-            for r in rows if r["attack"] == "clean"
-            and r["accuracy"] <= chance + 2 * (chance * (1 - chance) / r["n"]) ** 0.5]
+            for r in rows if r["attack"] == "clean" and at_chance(r["accuracy"], r["n"])
+            and r["evaluated_on"] in bare and not at_chance(bare[r["evaluated_on"]], r["n"])]
 
 
 def _transfer_lines(transfer: dict[str, Any]) -> list[str]:

@@ -52,7 +52,8 @@ def report(params: Params, args: argparse.Namespace) -> None:
     calibration = load_json(paths.path(paths.OAG_CALIBRATION, profile), "calibrate_oag")
     with stage_run("report", params) as run:
         rows = summary_rows(evaluations)
-        transfer = {**transfer, "collapsed": collapsed(transfer["rows"], num_classes)}
+        bare = {name: c["clean_accuracy"] for name, c in {**classifiers, **transfer["zoo"]}.items()}
+        transfer = {**transfer, "collapsed": collapsed(transfer["rows"], num_classes, bare)}
         masking = {d: assess(evaluations[d], probes[d]) for d in paths.DEFENSES}
         comparison = compare(claims, prof, evaluations)
         report_dir = os.path.dirname(paths.path(paths.REPORT, profile))

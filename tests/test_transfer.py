@@ -137,13 +137,16 @@ def test_report_has_the_transfer_table() -> None:
 
 def test_a_purifier_at_chance_on_clean_images_is_flagged_collapsed() -> None:
     def clean(column: str, accuracy: float) -> dict:
-        return {"defense": "advae", "column": column, "attack": "clean", "threat_model": "none",
-                "accuracy": accuracy, "n": 300}
+        return {"defense": "advae", "column": column, "evaluated_on": column.split("/")[1],
+                "attack": "clean", "threat_model": "none", "accuracy": accuracy, "n": 300}
 
-    # 10 classes, 300 images: chance 10%, two standard errors 3.5 points
+    # 10 classes, 300 images: chance 10%, two standard errors 3.5 points; classifier E is itself at
+    # chance, F has no record: neither is the purifier's fault
+    bare = {"X": 0.99, "A": 0.98, "B": 0.98, "D": 0.93, "E": 0.11}
     rows = [clean("X/X", 0.093), clean("X/D", 0.13), clean("{X,A,B}/A", 0.973), clean("X/B", 0.14),
+            clean("X/E", 0.1), clean("X/F", 0.1),
             {**clean("X/X", 0.0), "attack": "pgd", "threat_model": "whitebox"}]
-    dead = collapsed(rows, num_classes=10)
+    dead = collapsed(rows, 10, bare)
     assert [c["column"] for c in dead] == ["X/X", "X/D"]
     md = render_markdown("p", "d", {}, [], {}, {"zoo": {}, "rows": rows, "collapsed": dead})
     assert "**Collapsed: X/X, X/D.** Clean accuracy is at chance" in md
