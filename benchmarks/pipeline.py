@@ -63,6 +63,12 @@ def set_param(params: Path, key: str, value: Any) -> Any:
     return old
 
 
+def _env(repo: Path) -> dict[str, str]:
+    """The environment of the timed commands: this interpreter's tools, the copy's own MLflow store."""
+    return {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{repo / 'mlflow.db'}",
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+
 def pipeline(profile: str, change: tuple[str, Any], workdir: Path | None = None) -> dict[str, Any]:
     """Stage-by-stage cost from scratch, the no-op repro and the reruns after ``change`` (key
     relative to ``profiles.<profile>``, new value)."""
@@ -70,8 +76,7 @@ def pipeline(profile: str, change: tuple[str, Any], workdir: Path | None = None)
         repo = Path(tmp) / "repo"
         subprocess.run(["git", "clone", "-q", str(ROOT), str(repo)], check=True)
         set_param(repo / "params.yaml", "profile", profile)
-        env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{repo / 'mlflow.db'}",
-               "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+        env = _env(repo)
         stages = {}
         for st in STAGES:
             m = measure(["dvc", "repro", "-s", st.name], repo, env)
@@ -84,7 +89,7 @@ def pipeline(profile: str, change: tuple[str, Any], workdir: Path | None = None)
 
 def stage_name(tags: dict[str, str]) -> str:
     """The stage table's name of a recorded stage run (``evaluate`` + ``hgd`` -> ``evaluate_hgd``)."""
-    per_defense = tags["stage"] in ("train_defense", "evaluate", "check")
+    per_defense = tags["stage"] in {st.module for st in STAGES if st.module}
     return f"{tags['stage']}_{tags['defense']}" if per_defense else tags["stage"]
 
 
@@ -119,8 +124,7 @@ def recorded(profile: str, change: tuple[str, Any], workdir: Path | None = None)
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         repo = Path(tmp) / "repo"
         shutil.copytree(ROOT, repo, symlinks=True, ignore=shutil.ignore_patterns(".venv", "mlflow.db*"))
-        env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{repo / 'mlflow.db'}",
-               "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+        env = _env(repo)
         return {"source": "the stages' MLflow records", **_reruns(repo, env, profile, stages, change)}
 
 
