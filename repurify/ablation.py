@@ -25,7 +25,7 @@ import torch
 from repurify.defenses import TRAINERS, DefendedModel, Purifier, save_defense
 from repurify.defenses.egcfl import EGCFL, TDZ
 from repurify.defenses.oag import OAG, settings
-from repurify.evaluation import agreement, limited, predict, whitebox_rows
+from repurify.evaluation import Scoring, agreement, limited, predict, whitebox_rows, without_scores
 from repurify.models.classifier import Classifier
 from repurify.params import ProfileParams
 
@@ -50,9 +50,10 @@ def variant_rows(variant: str, purifier: Purifier, target: Classifier, profile: 
     whitebox = limited([(a, s) for a, s in specs
                         if "whitebox" in s.threat_models and "whitebox" in threat_models],
                        ev.limits.get(slot))
-    rows += whitebox_rows(defended, whitebox, x, y, num_classes=num_classes,
-                          batch_size=ev.batch_size, eot_samples=ev.eot_samples, seed=seed,
-                          autograd_attacks=ev.autograd_attacks)
+    rows += [without_scores(r) for r in whitebox_rows(
+        defended, whitebox, x, y, num_classes=num_classes, seed=seed,
+        scoring=Scoring.of(defended, ev.batch_size, ev.eot_samples, ev.draws),
+        autograd_attacks=ev.autograd_attacks)]
     return [{"variant": variant, **r} for r in rows]
 
 

@@ -29,11 +29,13 @@ from tqdm import tqdm
 
 from repurify.attacks import run_attack
 from repurify.blackbox import train_papernot_substitute
-from repurify.defenses import EOT, DefendedModel, bpda
+from repurify.defenses import DefendedModel, bpda
 from repurify.errors import ParamsError
 from repurify.models import build_classifier
-from repurify.params import EvaluationLimit, ProfileParams
+from repurify.params import AdaptiveParams, AutoAttackSpec, EvaluationLimit, PgdSpec, ProfileParams
+from repurify.scoring import predictions, summary
 from repurify.training import accuracy
+from repurify.worst_case import worst_case
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,22 @@ class EvalData:
     y: torch.Tensor
     seeds: torch.Tensor
     num_classes: int
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """How a defended model is attacked and scored: EOT draws per gradient and fresh draws per
+    image (both 1 for a deterministic defense)."""
+
+    batch_size: int
+    eot_samples: int = 1
+    draws: int = 1
+
+    @classmethod
+    def of(cls, defended: DefendedModel, batch_size: int, eot_samples: int, draws: int) -> Scoring:
+        if not defended.randomized:
+            return cls(batch_size)
+        return cls(batch_size, eot_samples, draws)
 
 
 def agreement(pred: torch.Tensor, truth: torch.Tensor) -> float:
@@ -59,13 +77,34 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
 
 def attack_row(name: str, spec: Any, threat: str, pred: torch.Tensor, y: torch.Tensor,
                targets: torch.Tensor | None, **extra: Any) -> dict[str, Any]:
-    """One result: the attack's settings, the accuracy of ``pred`` and the targets it hit."""
+    """One result from one draw's predictions: the attack's settings, the accuracy of ``pred``
+    and the targets it hit."""
     row = {"attack": name, "kind": spec.kind, "threat_model": threat,
            "eps": getattr(spec, "eps", None), "norm": spec.norm, "targeted": spec.targeted,
            "accuracy": agreement(pred, y), "n": len(y), **extra}
     if targets is not None:
         row["target_hit_rate"] = agreement(pred, targets.cpu())
     return row
+
+
+def scored_row(name: str, spec: Any, threat: str, defended: nn.Module, adv: torch.Tensor,
+               y: torch.Tensor, targets: torch.Tensor | None, scoring: Scoring,
+               **extra: Any) -> dict[str, Any]:
+    """One result scored on ``scoring.draws`` fresh draws: the attack's settings, the mean
+    accuracy, the share correct in every draw, its standard error and the per-image scores."""
+    pred = predictions(defended, adv, draws=scoring.draws, batch_size=scoring.batch_size)
+    correct = (pred == y.cpu()).double().mean(0)
+    row = {"attack": name, "kind": spec.kind, "threat_model": threat,
+           "eps": getattr(spec, "eps", None), "norm": spec.norm, "targeted": spec.targeted,
+           **summary(correct), "draws": scoring.draws, **extra, "correct": correct.tolist()}
+    if targets is not None:
+        row["target_hit_rate"] = (pred == targets.cpu()).double().mean().item()
+    return row
+
+
+def without_scores(row: dict[str, Any]) -> dict[str, Any]:
+    """A row without its per-image scores (tables that show accuracies only)."""
+    return {k: v for k, v in row.items() if k != "correct"}
 
 
 def _attacks(profile: ProfileParams, threat: str) -> Iterator[tuple[str, Any]]:
@@ -76,30 +115,42 @@ def _attacks(profile: ProfileParams, threat: str) -> Iterator[tuple[str, Any]]:
 
 def evaluate_defense(defended: DefendedModel, profile: ProfileParams, data: EvalData,
                      cached: dict[str, dict[str, Any]], *, seed: int, device: torch.device,
-                     limit: EvaluationLimit | None = None) -> dict[str, Any]:
-    """All rows for one defense; ``cached[role]`` holds the examples made on that classifier."""
+                     limit: EvaluationLimit | None = None,
+                     adaptive: AdaptiveParams | None = None) -> dict[str, Any]:
+    """All rows for one defense; ``cached[role]`` holds the examples made on that classifier.
+    With ``adaptive``, also the adaptive set, its convergence probe and the worst case."""
     ev, limit = profile.evaluation, limit or EvaluationLimit()
     defended = defended.to(device).eval()
+    scoring = Scoring.of(defended, ev.batch_size, ev.eot_samples, ev.draws)
     x, y = data.x.to(device), data.y
     rows: list[dict[str, Any]] = []
-    clean = agreement(predict(defended, x, ev.batch_size), y)
+    clean = summary((predictions(defended, x, draws=scoring.draws, batch_size=ev.batch_size)
+                     == y).double().mean(0))
 
     for threat, role in (("oblivious", "target"), ("blackbox", "substitute")):
         for name, spec in _attacks(profile, threat):
-            adv = cached[role]["adversarial"][name].to(device)
+            adv = cached[role]["adversarial"][name][:limit.cached_n].to(device)
             targets = cached[role]["targets"].get(name)
-            n = len(adv)
-            rows.append(attack_row(name, spec, threat, predict(defended, adv, ev.batch_size), y[:n],
-                                   targets, source="transfer" if role == "substitute" else "target"))
+            targets = None if targets is None else targets[:limit.cached_n]
+            rows.append(scored_row(name, spec, threat, defended, adv, y[:len(adv)], targets, scoring,
+                                   source="transfer" if role == "substitute" else "target"))
 
     if limit.papernot:
-        rows += _papernot_rows(defended, profile, data, seed=seed, device=device)
+        rows += _papernot_rows(defended, profile, data, seed=seed, device=device, scoring=scoring)
 
     rows += whitebox_rows(defended, limited(list(_attacks(profile, "whitebox")), limit), x, y,
-                          num_classes=data.num_classes, batch_size=ev.batch_size,
-                          eot_samples=ev.eot_samples, seed=seed, autograd_attacks=ev.autograd_attacks)
-    return {"clean_accuracy": clean, "n": len(y), "randomized": defended.randomized,
-            "differentiable": defended.purifier.differentiable, "results": rows}
+                          num_classes=data.num_classes, scoring=scoring, seed=seed,
+                          autograd_attacks=ev.autograd_attacks)
+    result = {"clean_accuracy": clean["accuracy"], "clean": clean, "n": len(y),
+              "randomized": defended.randomized, "eot_samples": scoring.eot_samples,
+              "draws": scoring.draws, "differentiable": defended.purifier.differentiable}
+    if adaptive is not None:
+        set_rows, convergence = adaptive_rows(defended, adaptive, x[:adaptive.n], y[:adaptive.n],
+                                              num_classes=data.num_classes, scoring=scoring, seed=seed)
+        rows += set_rows
+        result["convergence"] = convergence
+        result["worst_case"] = worst_case(rows, adaptive.n, adaptive.eps, adaptive.norm)
+    return {**result, "results": rows}
 
 
 def limited(specs: list[tuple[str, Any]], limit: EvaluationLimit | None) -> list[tuple[str, Any]]:
@@ -111,38 +162,82 @@ def limited(specs: list[tuple[str, Any]], limit: EvaluationLimit | None) -> list
 
 
 def whitebox_rows(defended: DefendedModel, specs: list[tuple[str, Any]], x: torch.Tensor,
-                  y: torch.Tensor, *, num_classes: int, batch_size: int, eot_samples: int,
-                  seed: int, autograd_attacks: list[str] | None = None) -> list[dict[str, Any]]:
-    """Adaptive attacks on purifier + classifier: BPDA at non-differentiable layers, EOT over
-    the randomness of randomized purifiers (AutoAttack: its ``rand`` version, which does its own
-    EOT). ``x`` is on the model's device, ``y`` on the CPU.
+                  y: torch.Tensor, *, num_classes: int, scoring: Scoring, seed: int,
+                  autograd_attacks: list[str] | None = None) -> list[dict[str, Any]]:
+    """Adaptive attacks on purifier + classifier: BPDA at non-differentiable layers, EOT (the mean
+    of ``scoring.eot_samples`` per-draw loss gradients) over the randomness of randomized purifiers
+    (AutoAttack: its ``rand`` version, judged point by point on multi-draw estimates). ``x`` is on
+    the model's device, ``y`` on the CPU.
     An ``autograd_protocol`` purifier is also attacked through autograd's gradients by the
     ``autograd_attacks`` (None: all)."""
     rows = []
     for name, spec in tqdm(specs, desc="white-box", disable=None, leave=False):
         n = min(len(y), spec.n or len(y))
-        attacked: nn.Module = defended
-        extra: dict[str, Any] = {"eot_samples": 1}
+        extra: dict[str, Any] = {"eot_samples": scoring.eot_samples}
         if defended.randomized and spec.kind == "autoattack" and spec.version == "standard":
-            spec = spec.model_copy(update={"version": "rand"})  # its own 20 EOT iterations
-            extra = {"eot_samples": 20, "version": "rand"}
-        elif defended.randomized:
-            attacked, extra = EOT(defended, eot_samples), {"eot_samples": eot_samples}
+            spec = spec.model_copy(update={"version": "rand"})
+            extra["version"] = "rand"
         also_autograd = defended.purifier.autograd_protocol and (
             autograd_attacks is None or name in autograd_attacks)
         for adaptive in (True, False) if also_autograd else (True,):  # BPDA, or autograd's
+            notes: list[str] = []
             with bpda(adaptive):
-                adv, targets = run_attack(spec, attacked, x[:n], y[:n].to(x.device),
-                                          num_classes=num_classes, batch_size=batch_size, seed=seed,
-                                          early_stop=not defended.randomized)
-            rows.append(attack_row(name, spec, "whitebox", predict(defended, adv, batch_size), y[:n],
-                                   targets, bpda=adaptive and not defended.purifier.differentiable,
+                adv, targets = run_attack(spec, defended, x[:n], y[:n].to(x.device),
+                                          num_classes=num_classes, batch_size=scoring.batch_size,
+                                          seed=seed, early_stop=not defended.randomized,
+                                          samples=scoring.eot_samples, notes=notes)
+            if spec.kind == "autoattack":
+                extra["autoattack_warnings"] = notes
+            rows.append(scored_row(name, spec, "whitebox", defended, adv, y[:n], targets, scoring,
+                                   bpda=adaptive and not defended.purifier.differentiable,
                                    **extra, **({} if adaptive else {"source": "autograd"})))
     return rows
 
 
+def adaptive_rows(defended: DefendedModel, adaptive: AdaptiveParams, x: torch.Tensor,
+                  y: torch.Tensor, *, num_classes: int, scoring: Scoring,
+                  seed: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The adaptive set (BPDA, EOT) on ``x``: PGD with the most steps and restarts, keeping each
+    image's best iterate, and AutoAttack's APGD sub-attacks; and the convergence probe, the PGD
+    run's accuracy after every listed step count (first restart) and restart count (all steps)."""
+    steps, restarts = adaptive.steps[-1], adaptive.restarts[-1]
+    pgd = PgdSpec(kind="pgd", eps=adaptive.eps, norm=adaptive.norm, step_size=adaptive.step_size,
+                  steps=steps, restarts=restarts, threat_models=["whitebox"])
+    trace: list[torch.Tensor] = []
+    restart_trace: list[torch.Tensor] = []
+    with bpda(True):
+        adv, _ = run_attack(pgd, defended, x, y.to(x.device), num_classes=num_classes,
+                            batch_size=scoring.batch_size, seed=seed,
+                            early_stop=not defended.randomized, samples=scoring.eot_samples,
+                            keep_best=True, trace=trace, restart_trace=restart_trace)
+    extra = {"set": "adaptive", "eot_samples": scoring.eot_samples,
+             "bpda": not defended.purifier.differentiable}
+    rows = [scored_row(f"adaptive pgd-{steps}x{restarts}", pgd, "whitebox", defended, adv, y, None,
+                       scoring, step_size=adaptive.step_size, steps=steps, restarts=restarts, **extra)]
+    at_step = [*trace, restart_trace[0]]  # after t steps: the t-th entry; after all: restart 1's best
+    convergence = {
+        "attack": rows[0]["attack"], "n": len(y), "estimate": f"{scoring.eot_samples} attack draw(s)",
+        "steps": [{"steps": s, **_probe_point(at_step[s])} for s in adaptive.steps],
+        "restarts": [{"restarts": r, **_probe_point(restart_trace[r - 1])} for r in adaptive.restarts]}
+    subattacks = (["apgd-ce", "apgd-dlr"] if defended.randomized else adaptive.autoattack)
+    aa = AutoAttackSpec(kind="autoattack", eps=adaptive.eps, norm=adaptive.norm, version="custom",
+                        attacks=subattacks, n_iter=adaptive.apgd_iterations, threat_models=["whitebox"])
+    notes: list[str] = []
+    with bpda(True):
+        adv, _ = run_attack(aa, defended, x, y.to(x.device), num_classes=num_classes,
+                            batch_size=scoring.batch_size, seed=seed, early_stop=False,
+                            samples=scoring.eot_samples, notes=notes)
+    rows.append(scored_row(f"adaptive autoattack ({', '.join(subattacks)})", aa, "whitebox", defended,
+                           adv, y, None, scoring, autoattack_warnings=notes, **extra))
+    return rows, convergence
+
+
+def _probe_point(per_image: torch.Tensor) -> dict[str, Any]:
+    return {"accuracy": float(per_image.mean()), "correct": per_image.tolist()}
+
+
 def _papernot_rows(defended: DefendedModel, profile: ProfileParams, data: EvalData, *, seed: int,
-                   device: torch.device) -> list[dict[str, Any]]:
+                   device: torch.device, scoring: Scoring) -> list[dict[str, Any]]:
     """Train a substitute on the defended model's labels, attack it, transfer (AdvAE protocol)."""
     ev, pn = profile.evaluation, profile.evaluation.papernot
     specs = [(a, profile.attacks[a]) for a in pn.attacks
@@ -166,8 +261,8 @@ def _papernot_rows(defended: DefendedModel, profile: ProfileParams, data: EvalDa
         adv, targets = run_attack(spec, substitute, x[:n], y[:n].to(device),
                                   num_classes=data.num_classes, batch_size=ev.batch_size, seed=seed,
                                   early_stop=False)
-        rows.append(attack_row(name, spec, "blackbox", predict(defended, adv, ev.batch_size), y[:n],
-                               targets, source="papernot", substitute_accuracy=sub_acc, **stats))
+        rows.append(scored_row(name, spec, "blackbox", defended, adv, y[:n], targets, scoring,
+                               source="papernot", substitute_accuracy=sub_acc, **stats))
     return rows
 
 

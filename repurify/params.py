@@ -134,6 +134,12 @@ def _step_within_budget(v: float, info: ValidationInfo) -> float:
     return v
 
 
+def _strictly_increasing(v: list[float]) -> list[float]:
+    if any(b <= a for a, b in pairwise(v)):
+        raise ValueError(f"must increase strictly, got {v}")
+    return v
+
+
 class _IterativeSpec(_Budget):
     step_size: PositiveRatio
     steps: int = Field(gt=0)
@@ -172,6 +178,7 @@ class AutoAttackSpec(_Budget):
     version: Literal["standard", "rand", "custom"] = "standard"
     attacks: list[Literal["apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "square"]] | None = None
     n_queries: int | None = Field(default=None, gt=0)  # Square's query budget; None: AutoAttack's 5000
+    n_iter: int | None = Field(default=None, gt=0)  # APGD's iterations; None: AutoAttack's 100
 
     @field_validator("attacks")
     @classmethod
@@ -202,8 +209,10 @@ class EvaluationLimit(_Strict):
 
     whitebox_attacks: list[str] | None = None  # keys of attacks run white-box; None: all
     n: int | None = Field(default=None, gt=0)  # at most this many images per white-box attack
+    cached_n: int | None = Field(default=None, gt=0)  # at most this many per cached (oblivious/transfer) row
     papernot: bool = True  # False: skip the Papernot substitute (it queries the defense often)
     checks: dict[str, Any] = {}  # keys of evaluation.checks replaced for this slot
+    adaptive: dict[str, Any] = {}  # keys of evaluation.adaptive replaced for this slot
 
 
 class ChecksParams(_Strict):
@@ -213,24 +222,49 @@ class ChecksParams(_Strict):
     attack: str  # a pgd/bim key of attacks: its norm, targeting and step size relative to eps
     eps: list[PositiveRatio] = Field(min_length=2)  # increasing; the last one unbounded (1 for L-inf)
     steps: int = Field(gt=0)  # iterations at every eps; the accuracy is recorded after each
-    n: int = Field(gt=0)  # test images
     square_queries: int = Field(ge=0)  # Square's budget at the attack's eps; 0: not run
+    # randomized defenses: the attack at its eps with EOT over this many draws (EOT convergence)
+    eot_probe: list[int] = Field(default=[1, 4, 16, 32], min_length=2)
     grid: int = Field(default=8, gt=0)  # images in the clean / adversarial / purified figure
 
-    @field_validator("eps")
+    _increasing = field_validator("eps", "eot_probe")(_strictly_increasing)
+
+
+class AdaptiveParams(_Strict):
+    """The instrument's own white-box attack set (repurify's budgets, not any paper's): on the
+    first ``n`` evaluated images, PGD with ``max(steps)`` steps and ``max(restarts)`` restarts
+    (best iterate kept), whose accuracy at every listed step and restart count is the convergence
+    probe, and AutoAttack's APGD sub-attacks (against randomized defenses: APGD-CE and APGD-DLR
+    with EOT). The worst case over every attack is taken on these images, and the checks use them."""
+
+    n: int = Field(gt=0)
+    norm: Literal["linf", "l2"] = "linf"
+    eps: PositiveRatio
+    step_size: PositiveRatio
+    steps: list[int] = Field(default=[25, 50, 100, 200], min_length=2)
+    restarts: list[int] = Field(default=[1, 5, 10], min_length=2)
+    autoattack: list[Literal["apgd-ce", "apgd-dlr", "apgd-t"]] = ["apgd-ce", "apgd-t"]
+    apgd_iterations: int = Field(default=100, gt=0)  # AutoAttack's 100
+
+    _step_ok = field_validator("step_size")(_step_within_budget)
+    _increasing = field_validator("steps", "restarts")(_strictly_increasing)
+
+    @field_validator("steps", "restarts")
     @classmethod
-    def _increasing(cls, v: list[float]) -> list[float]:
-        if any(b <= a for a, b in pairwise(v)):
-            raise ValueError(f"must increase strictly, got {v}")
+    def _positive(cls, v: list[int]) -> list[int]:
+        if v[0] < 1:
+            raise ValueError(f"counts start at 1, got {v}")
         return v
 
 
 class EvaluationParams(_Strict):
-    """How many test images, in which batch size, with how many EOT samples."""
+    """How many test images, in which batch size; against randomized defenses, EOT's draws per
+    gradient and the fresh draws that score each image."""
 
     n: int = Field(gt=0)
     batch_size: int = Field(gt=0)
-    eot_samples: int = Field(gt=0)
+    eot_samples: int = Field(default=20, gt=0)  # EOT: mean of this many per-draw loss gradients
+    draws: int = Field(default=5, gt=0)  # randomized defenses: each image scored on R fresh draws
     papernot: PapernotParams
     # white-box attacks also run through autograd's own gradients at the non-differentiable layers
     # of purifiers whose papers did so (EGC-FL, GCLN); None: every white-box attack
@@ -240,6 +274,7 @@ class EvaluationParams(_Strict):
     # be per_class x classes); None: the first n test images
     per_class: int | None = Field(default=None, gt=0)
     checks: ChecksParams
+    adaptive: AdaptiveParams
 
     def checks_for(self, slot: str) -> ChecksParams:
         """The checks of ``slot``, with its ``limits.<slot>.checks`` replacements applied."""
@@ -247,6 +282,14 @@ class EvaluationParams(_Strict):
         if limit is None or not limit.checks:
             return self.checks
         return ChecksParams.model_validate({**self.checks.model_dump(), **limit.checks}, strict=False)
+
+    def adaptive_for(self, slot: str) -> AdaptiveParams:
+        """The adaptive set of ``slot``, with its ``limits.<slot>.adaptive`` replacements applied."""
+        limit = self.limits.get(slot)
+        if limit is None or not limit.adaptive:
+            return self.adaptive
+        return AdaptiveParams.model_validate({**self.adaptive.model_dump(), **limit.adaptive},
+                                             strict=False)
 
 
 class NoneSpec(_Strict):
@@ -492,19 +535,17 @@ class ProfileParams(_Strict):
             if unknown := [a for a in limit.whitebox_attacks or [] if a not in self.attacks]:
                 raise ValueError(f"evaluation.limits.{slot}.whitebox_attacks: {unknown} are not "
                                  "keys of attacks")
-            try:
-                self.evaluation.checks_for(slot)
-            except ValidationError as exc:
-                err = exc.errors()[0]
-                key = ".".join(str(p) for p in err["loc"])
-                raise ValueError(f"evaluation.limits.{slot}.checks.{key}: {err['msg']}") from None
-            if (n := self.evaluation.checks_for(slot).n) > self.evaluation.n:
-                raise ValueError(f"evaluation.limits.{slot}.checks.n: {n} exceeds evaluation.n "
-                                 f"({self.evaluation.n}), the images evaluated")
+            for part, replaced in (("checks", self.evaluation.checks_for),
+                                   ("adaptive", self.evaluation.adaptive_for)):
+                try:
+                    replaced(slot)
+                except ValidationError as exc:
+                    err = exc.errors()[0]
+                    key = ".".join(str(p) for p in err["loc"])
+                    raise ValueError(f"evaluation.limits.{slot}.{part}.{key}: {err['msg']}") from None
+        for slot in self.defenses:
+            self._check_adaptive_images(slot)
         checks = self.evaluation.checks
-        if checks.n > self.evaluation.n:
-            raise ValueError(f"evaluation.checks.n: {checks.n} exceeds evaluation.n ({self.evaluation.n}), "
-                             "the images evaluated")
         spec = self.attacks.get(checks.attack)
         if spec is None or spec.kind not in ("pgd", "bim") or "oblivious" not in spec.threat_models:
             raise ValueError(f"evaluation.checks.attack: {checks.attack!r} must name a pgd or bim entry "
@@ -535,6 +576,25 @@ class ProfileParams(_Strict):
                              f"{self.data.channels} image channels U and V must carry")
         self._check_ablation()
         return self
+
+    def _check_adaptive_images(self, slot: str) -> None:
+        """Every white-box attack of ``slot`` covers the adaptive images, so the worst case can
+        take each of them into account on the same images."""
+        ev, limit = self.evaluation, self.evaluation.limits.get(slot)
+        key = (f"evaluation.limits.{slot}.adaptive.n" if limit and "n" in limit.adaptive
+               else "evaluation.adaptive.n")
+        n = ev.adaptive_for(slot).n
+        if n > ev.n:
+            raise ValueError(f"{key}: {n} exceeds evaluation.n ({ev.n}), the images evaluated")
+        for name, spec in self.attacks.items():
+            if "whitebox" not in spec.threat_models or (
+                    limit and limit.whitebox_attacks is not None and name not in limit.whitebox_attacks):
+                continue
+            runs = min(ev.n, spec.n or ev.n, (limit.n if limit else None) or ev.n)
+            if runs < n:
+                raise ValueError(f"{key}: {n} images, but attacks.{name} runs white-box against the "
+                                 f"{slot!r} defense on only {runs}; lower {key} or raise that "
+                                 "attack's n")
 
     def _check_ablation(self) -> None:
         ab = self.ablation

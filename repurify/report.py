@@ -5,6 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 THREATS = ("oblivious", "blackbox", "whitebox")
+# the threat model under which each paper reported its defense (HGD, OAG: gray-box examples of the
+# bare target; EGC-FL, GCLN: white-box through autograd's gradients; AdvAE: white-box)
+PAPER_PROTOCOL = {"hgd": ("oblivious", None), "oag": ("oblivious", None), "advae": ("whitebox", None),
+                  "egcfl": ("whitebox", "autograd"), "gcln": ("whitebox", "autograd")}
 
 
 def summary_rows(evaluations: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
@@ -27,6 +31,79 @@ def _column(row: dict[str, Any]) -> str:
 
 def _pct(v: float | None) -> str:
     return "" if v is None else f"{100 * v:.1f}"
+
+
+def _pm(v: float, se: float) -> str:
+    return f"{100 * v:.1f} ± {100 * se:.1f}"
+
+
+def paper_protocol_row(defense: str, ev: dict[str, Any], attack: str) -> dict[str, Any] | None:
+    """``attack``'s row under the threat model the defense's paper used (None: no paper)."""
+    if defense not in PAPER_PROTOCOL:
+        return None
+    threat, source = PAPER_PROTOCOL[defense]
+    return next((r for r in ev["results"] if r["attack"] == attack and r["threat_model"] == threat
+                 and r.get("source", "target" if threat == "oblivious" else None) ==
+                 (source or ("target" if threat == "oblivious" else None))), None)
+
+
+def _headline_lines(evaluations: dict[str, dict[str, Any]], masking: dict[str, dict[str, Any]],
+                    attack: str) -> list[str]:
+    """The first table: per defense clean, the paper's protocol, the attack white-box, the worst
+    case over every attack with its standard error, and the verdict."""
+    lines = ["", "## Worst case and verdict", "",
+             "*worst case*: the share of the adaptive images (the first *n*) that survive every attack "
+             "run against the defense at the adaptive budget: every white-box attack, both gradient "
+             "protocols, every restart, AutoAttack and the adaptive set (PGD with the most steps and "
+             "restarts, APGD), and the oblivious and transferred examples; ± one standard error. "
+             "Randomized defenses: each image scored on fresh draws, the mean over draws (in brackets: "
+             "correct in every draw). *paper's protocol*: the attack under the threat model the "
+             "defense's paper used. *verdict*: the gradient-masking checks below; *inconclusive* names "
+             "the checks that did not run.", "",
+             f"| defense | clean | paper's protocol ({attack}) | white-box {attack} | worst case (n) | "
+             "strongest attack | verdict |", "|---" * 7 + "|"]
+    for defense, ev in evaluations.items():
+        wc, m = ev.get("worst_case"), masking.get(defense, {})
+        paper = paper_protocol_row(defense, ev, attack)
+        wb = next((r for r in ev["results"] if r["attack"] == attack and r["threat_model"] == "whitebox"
+                   and r.get("source") is None), None)
+        paper_cell = "no paper" if defense not in PAPER_PROTOCOL else (
+            "not run" if paper is None else f"{_pct(paper['accuracy'])} ({_column(paper)})")
+        worst = "not run" if wc is None else f"{_pm(wc['accuracy'], wc['se'])} ({wc['n']})"
+        if wc is not None and ev.get("randomized"):
+            worst += f" [{_pct(wc['accuracy_all_draws'])}]"
+        verdict = m.get("verdict", "")
+        if m.get("not_run"):
+            verdict += f" (not run: {', '.join(m['not_run'])})"
+        if m.get("weak"):
+            verdict += f" (weak: {', '.join(m['weak'])})"
+        lines.append(f"| {defense} | {_pct(ev['clean_accuracy'])} | {paper_cell} | "
+                     f"{_pct(wb['accuracy']) if wb else 'not run'} | {worst} | "
+                     f"{wc['strongest'] if wc else ''} | **{verdict}** |")
+    return lines
+
+
+def _convergence_lines(evaluations: dict[str, dict[str, Any]]) -> list[str]:
+    """The adaptive PGD's accuracy at each probed step and restart count, per defense."""
+    conv = {d: ev["convergence"] for d, ev in evaluations.items() if "convergence" in ev}
+    if not conv:
+        return []
+    first = next(iter(conv.values()))
+    steps, restarts = [p["steps"] for p in first["steps"]], [p["restarts"] for p in first["restarts"]]
+    lines = ["", "## Convergence of the adaptive attack", "",
+             "Accuracy of the adaptive PGD after each number of steps (first restart) and of restarts "
+             "(all steps), on the adaptive images; `attack converged` fails when the last doubling "
+             "still lowers accuracy beyond noise (paired sign test).", "",
+             "| defense | n | " + " | ".join(f"{s} steps" for s in steps) + " | "
+             + " | ".join(f"{r} restarts" for r in restarts) + " |",
+             "|---" * (2 + len(steps) + len(restarts)) + "|"]
+    for d, c in conv.items():
+        cells = [_pct(p["accuracy"]) for p in c["steps"]] + [_pct(p["accuracy"]) for p in c["restarts"]]
+        if len(c["steps"]) != len(steps) or len(c["restarts"]) != len(restarts):
+            cells = [f"{p['steps']}: {_pct(p['accuracy'])}" for p in c["steps"]] + [
+                f"{p['restarts']}: {_pct(p['accuracy'])}" for p in c["restarts"]]
+        lines.append(f"| {d} | {c['n']} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _trained_lines(trained: dict[str, dict[str, Any]]) -> list[str]:
@@ -171,9 +248,11 @@ def _masking_lines(masking: dict[str, dict[str, Any]]) -> list[str]:
     """One row of check statuses per defense, then each defense's evidence."""
     names = list(dict.fromkeys(c["name"] for m in masking.values() for c in m["checks"]))
     lines = ["", "## Gradient-masking checks", "",
-             "Carlini et al. (2019) checklist and AutoAttack's checks (repurify/masking.py): "
-             "*suspected* when a check of the defense fails; the last column judges the paper's own "
-             "white-box protocol. Evidence below each table.", "",
+             "Carlini et al. (2019) checklist and AutoAttack's checks (repurify/masking.py), on the "
+             "adaptive images, each comparison paired image by image (sign test, p < 0.05): "
+             "*suspected* when a check of the defense fails, *inconclusive* when one did not run, "
+             "*weak* where a check ran below its telling budget; the last column judges the paper's "
+             "own white-box protocol. Evidence below each table.", "",
              "| defense | verdict | " + " | ".join(names) + " |", "|---" * (len(names) + 2) + "|"]
     for defense, m in masking.items():
         status = {c["name"]: c["status"] for c in m["checks"]}
@@ -197,14 +276,18 @@ def render_markdown(profile: str, description: str, classifiers: dict[str, Any],
                     calibration: dict[str, Any] | None = None,
                     masking: dict[str, dict[str, Any]] | None = None,
                     claims: tuple[dict[str, list[dict[str, Any]]], dict[str, str]] | None = None,
-                    figures: dict[str, str] | None = None) -> str:
+                    figures: dict[str, str] | None = None,
+                    evaluations: dict[str, dict[str, Any]] | None = None, attack: str = "pgd") -> str:
     """Markdown: classifiers, trained defenses, OAG's calibration, per defense a table attack x
     threat model, the gradient-masking verdicts, each paper's claims beside the reproduced
     numbers, the model-transfer grid, the ablations and the figures (title -> relative path)."""
     columns = ["oblivious", "blackbox (transfer)", "blackbox (papernot)", "whitebox"]
     if any(_column(r) == "whitebox (autograd)" for r in rows):
         columns.append("whitebox (autograd)")
-    lines = [f"# repurify report: `{profile}`", "", description, "",
+    lines = [f"# repurify report: `{profile}`", "", description]
+    if evaluations:
+        lines += _headline_lines(evaluations, masking or {}, attack) + _convergence_lines(evaluations)
+    lines += ["",
              "Accuracies in %, on the evaluated test images (n per row in summary.json). "
              "*oblivious*: crafted on the bare target; *blackbox (transfer)*: crafted on the "
              "substitute classifier; *blackbox (papernot)*: substitute trained on the defended "
@@ -212,7 +295,7 @@ def render_markdown(profile: str, description: str, classifiers: dict[str, Any],
              "non-differentiable layers, EOT for randomized purifiers); *whitebox (autograd)*: the "
              "same attacks through autograd's own gradients at those layers, the protocol of the "
              "EGC-FL and GCLN papers. AutoAttack runs as its `rand` version against randomized "
-             "purifiers (OAG).", "",
+             "purifiers (OAG); their rows are means over fresh draws per image.", "",
              "## Classifiers", "", "| role | architecture | clean accuracy |", "|---|---|---|"]
     for role, c in classifiers.items():
         lines.append(f"| {role} | {c['arch']} | {_pct(c['clean_accuracy'])} |")

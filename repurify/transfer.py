@@ -20,7 +20,7 @@ import torch
 from repurify.attacks import run_attack
 from repurify.defenses import TRAINERS, DefendedModel, Purifier, save_defense
 from repurify.defenses.oag import OAG, settings
-from repurify.evaluation import agreement, attack_row, predict, whitebox_rows
+from repurify.evaluation import Scoring, agreement, attack_row, predict, whitebox_rows, without_scores
 from repurify.models.classifier import Classifier
 from repurify.params import ProfileParams, TransferEntry
 
@@ -91,6 +91,8 @@ def run_grid(profile: ProfileParams, classifiers: dict[str, Classifier], train: 
             if entry.threat_model == "oblivious":
                 rows += [{**pair, **r} for r in oblivious_rows(defended, specs, x_test, y_test, **kw)]
             else:
-                rows += [{**pair, **r} for r in whitebox_rows(defended, specs, x_test, y_test,
-                                                              eot_samples=ev.eot_samples, **kw)]
+                scoring = Scoring.of(defended, ev.batch_size, ev.eot_samples, ev.draws)
+                rows += [{**pair, **without_scores(r)}
+                         for r in whitebox_rows(defended, specs, x_test, y_test, scoring=scoring,
+                                                num_classes=num_classes, seed=seed)]
     return rows

@@ -11,6 +11,7 @@ import torch
 
 from repurify import paths
 from repurify.checks import probe
+from repurify.evaluation import Scoring
 from repurify.io import write_json
 from repurify.params import Params
 from repurify.plots import image_grid
@@ -22,13 +23,14 @@ from stages._cli import load_cached_attacks, load_defended, run_stage
 def check(params: Params, args: argparse.Namespace) -> None:
     profile, prof, defense = params.profile, params.active, args.defense
     device = resolve_device(args.device)
-    checks = prof.evaluation.checks_for(defense)
+    ev = prof.evaluation
+    checks, n = ev.checks_for(defense), ev.adaptive_for(defense).n
     oblivious = load_cached_attacks(profile, "target")["adversarial"][checks.attack]
     defended, data = load_defended(params, defense, device)
+    scoring = Scoring.of(defended, ev.batch_size, ev.eot_samples, ev.draws)
     with stage_run("check", params, defense=defense) as run:
-        result = probe(defended, checks, prof.attacks[checks.attack], data.x.to(device), data.y,
-                       num_classes=data.num_classes, batch_size=prof.evaluation.batch_size,
-                       eot_samples=prof.evaluation.eot_samples, seed=params.seed)
+        result = probe(defended, checks, prof.attacks[checks.attack], data.x[:n].to(device),
+                       data.y[:n], num_classes=data.num_classes, scoring=scoring, seed=params.seed)
         write_json(paths.path(paths.CHECKS, profile, defense=defense), {"defense": defense, **result})
         k = checks.grid
         with torch.no_grad():

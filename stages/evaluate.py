@@ -23,10 +23,12 @@ def evaluate(params: Params, args: argparse.Namespace) -> None:
     defended, data = load_defended(params, defense, device)
     with stage_run("evaluate", params, defense=defense) as run:
         result = evaluate_defense(defended, prof, data, cached, seed=params.seed, device=device,
-                                  limit=prof.evaluation.limits.get(defense))
+                                  limit=prof.evaluation.limits.get(defense),
+                                  adaptive=prof.evaluation.adaptive_for(defense))
         result = {"defense": defense, "spec": spec.model_dump(mode="json"), **result}
         write_json(paths.path(paths.EVALUATION, profile, defense=defense), result)
         run.log_metric("clean_accuracy", result["clean_accuracy"])
+        run.log_metric("worst_case", result["worst_case"]["accuracy"])
         for row in result["results"]:
             source = row.get("source", "adaptive")
             run.log_metric(f"accuracy.{row['threat_model']}.{source}.{row['attack']}",
@@ -35,7 +37,9 @@ def evaluate(params: Params, args: argparse.Namespace) -> None:
                           {"defense": defense, "attack": row["attack"],
                            "threat_model": row["threat_model"], "source": source},
                           {"accuracy": row["accuracy"], "n": row["n"]})
-        print(f"evaluate: {defense}: clean {result['clean_accuracy']:.4f}, "
+        worst = result["worst_case"]
+        print(f"evaluate: {defense}: clean {result['clean_accuracy']:.4f}, worst case "
+              f"{worst['accuracy']:.4f} +- {worst['se']:.4f} (n {worst['n']}), "
               f"{len(result['results'])} attack rows")
 
 

@@ -73,11 +73,14 @@ def report(params: Params, args: argparse.Namespace) -> None:
         write_text(paths.path(paths.REPORT, profile),
                    render_markdown(profile, prof.description, classifiers, rows, trained, transfer,
                                    ablation, calibration, masking,
-                                   (comparison, {p: c.title for p, c in claims.papers.items()}), figures))
+                                   (comparison, {p: c.title for p, c in claims.papers.items()}), figures,
+                                   evaluations, prof.evaluation.checks.attack))
         for d, m in masking.items():
             run.log_metric(f"masking.{d}.failed_checks", len(m["failed"]))
+            run.log_metric(f"masking.{d}.checks_not_run", len(m["not_run"]))
         print(f"report: {paths.path(paths.REPORT, profile)} ({len(rows)} rows); masking suspected: "
-              f"{[d for d, m in masking.items() if m['verdict'] == 'suspected']}")
+              f"{[d for d, m in masking.items() if m['verdict'] == 'suspected']}; inconclusive: "
+              f"{[d for d, m in masking.items() if m['verdict'] == 'inconclusive']}")
 
 
 if __name__ == "__main__":

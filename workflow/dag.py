@@ -89,7 +89,8 @@ ADVERSARIAL = tuple(paths.ADVERSARIAL.replace("{role}", r) for r in paths.ROLES)
 EVALUATIONS = tuple(paths.EVALUATION.replace("{defense}", d) for d in paths.DEFENSES)
 CHECKS = tuple(paths.CHECKS.replace("{defense}", d) for d in paths.DEFENSES)
 ATTACK_CODE = ("repurify/attacks/*.py", "repurify/evaluation.py", "repurify/blackbox.py",
-               "repurify/training.py")
+               "repurify/training.py", "repurify/scoring.py", "repurify/stats.py",
+               "repurify/worst_case.py")
 
 def _experiment_stage(name: str, deps: tuple[str, ...], out_dir: str, metrics: str) -> Stage:
     """A stage that retrains defense variants (transfer grid, ablations) into one folder output."""
@@ -195,7 +196,8 @@ STAGES: tuple[Stage, ...] = (
                       out_dir=paths.ABLATION, metrics=paths.ABLATION_METRICS),
     Stage(
         name="report",
-        code=("repurify/report.py", "repurify/claims.py", "repurify/masking.py", "repurify/plots.py"),
+        code=("repurify/report.py", "repurify/claims.py", "repurify/masking.py", "repurify/plots.py",
+              "repurify/stats.py"),
         deps=("reference/claims.yaml", paths.MANIFEST, paths.CLASSIFIER_METRICS, paths.ATTACK_METRICS,
               *EVALUATIONS, *CHECKS,
               *(paths.DEFENSE_METRICS.replace("{defense}", d) for d in paths.TRAINED_DEFENSES),

@@ -33,8 +33,14 @@ class Goal:
         return -F.cross_entropy(logits, self.target, reduction="none")
 
     def achieved(self, logits: torch.Tensor) -> torch.Tensor:
-        pred = logits.argmax(1)
+        pred = logits.argmax(-1)
         return pred != self.y if self.target is None else pred == self.target
+
+    def missed(self, draws: torch.Tensor) -> torch.Tensor:
+        """Per example, the share of draws (logits of shape S x N x C) in which the goal is *not*
+        met: the multi-draw estimate that judges success against a randomized model (0 or 1 for
+        a deterministic one)."""
+        return (~self.achieved(draws)).double().mean(0)
 
     def subset(self, idx: torch.Tensor) -> Goal:
         return Goal(self.y[idx], None if self.target is None else self.target[idx])
@@ -82,12 +88,25 @@ def random_start(x: torch.Tensor, norm: Norm, eps: float, gen: torch.Generator) 
     return d * (eps * r).view(-1, *([1] * (x.ndim - 1)))
 
 
-def input_gradient(model: nn.Module, x: torch.Tensor, goal: Goal) -> tuple[torch.Tensor, torch.Tensor]:
-    """Gradient of the summed per-example loss w.r.t. ``x``, and the logits."""
+def input_gradient(model: nn.Module, x: torch.Tensor, goal: Goal,
+                   samples: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """EOT gradient: the mean over ``samples`` draws of each draw's loss gradient w.r.t. ``x``
+    (Athalye et al. 2018, Eq. 4; one draw for a deterministic model), and the draws' logits
+    (shape ``samples x N x C``)."""
     x = x.detach().requires_grad_(True)
-    logits = model(x)
-    (grad,) = torch.autograd.grad(goal.loss(logits).sum(), x)
-    return grad, logits.detach()
+    grad, draws = torch.zeros_like(x), []
+    for _ in range(samples):
+        logits = model(x)
+        (g,) = torch.autograd.grad(goal.loss(logits).sum(), x)
+        grad += g / samples
+        draws.append(logits.detach())
+    return grad, torch.stack(draws)
+
+
+def draw_logits(model: nn.Module, x: torch.Tensor, samples: int) -> torch.Tensor:
+    """``samples`` forward passes without gradients: logits of shape ``samples x N x C``."""
+    with torch.no_grad():
+        return torch.stack([model(x) for _ in range(samples)])
 
 
 def perturbation_norm(x: torch.Tensor, x_adv: torch.Tensor, norm: Norm) -> torch.Tensor:
@@ -97,7 +116,8 @@ def perturbation_norm(x: torch.Tensor, x_adv: torch.Tensor, norm: Norm) -> torch
 
 def check_adversarial(x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor, y_adv: torch.Tensor,
                       norm: Norm, eps: float | None, name: str, tol: float = 1e-6) -> None:
-    """Fail unless every example is in its ball (within ``tol``), in [0,1], with labels kept."""
+    """Fail unless every example is in its ball (within ``tol``), in [0,1], and its label ``y_adv``
+    after the attack is still the label ``y`` it was given (a copy taken before the attack)."""
     if x_adv.shape != x.shape:
         raise AttackValidityError(f"{name}: shape {tuple(x_adv.shape)} != {tuple(x.shape)}")
     if not torch.isfinite(x_adv).all():

@@ -9,20 +9,31 @@ from repurify.attacks.base import Goal
 
 
 def _margin(logits: torch.Tensor, goal: Goal, kappa: float) -> torch.Tensor:
-    """f(x') of C&W Eq. (objective 6): <= 0 exactly when the goal is met with margin kappa."""
+    """f(x') of C&W Eq. (objective 6), clamped at -kappa: equal to -kappa exactly when the goal is
+    met with margin kappa (over the last dimension, so logits may carry a leading draw axis)."""
     if goal.target is None:
         label, sign = goal.y, 1.0
     else:
         label, sign = goal.target, -1.0
-    real = logits.gather(1, label.view(-1, 1)).squeeze(1)
-    other = logits.scatter(1, label.view(-1, 1), float("-inf")).amax(1)
+    index = label.view(-1, 1).expand(*logits.shape[:-1], 1)
+    real = logits.gather(-1, index).squeeze(-1)
+    other = logits.scatter(-1, index, float("-inf")).amax(-1)
     return (sign * (real - other)).clamp_min(-kappa)
 
 
+def _met(logits: torch.Tensor, goal: Goal, kappa: float) -> torch.Tensor:
+    """Goal met with margin kappa (kappa 0: the prediction itself), in every draw (S x N x C)."""
+    met = _margin(logits, goal, kappa) <= -kappa if kappa > 0 else goal.achieved(logits)
+    return met.all(0)
+
+
 def cw_l2(model: nn.Module, x: torch.Tensor, goal: Goal, *, steps: int, lr: float,
-          binary_search_steps: int, initial_c: float, confidence: float,
+          binary_search_steps: int, initial_c: float, confidence: float, samples: int = 1,
           **_: object) -> torch.Tensor:
-    """Smallest-L2 adversarial found per example; the clean image where none was found."""
+    """Smallest-L2 adversarial found per example; the clean image where none was found.
+
+    Against a randomized model (``samples`` > 1) f is averaged over the draws and an iterate
+    counts as a success only if it meets the goal, with the margin, in every draw."""
     x = x.detach()
     n = len(x)
     lower = torch.zeros(n, device=x.device)
@@ -37,14 +48,14 @@ def cw_l2(model: nn.Module, x: torch.Tensor, goal: Goal, *, steps: int, lr: floa
         succeeded = torch.zeros(n, dtype=torch.bool, device=x.device)
         for _ in range(steps):
             x_adv = (torch.tanh(w) + 1) / 2
-            logits = model(x_adv)
+            logits = torch.stack([model(x_adv) for _ in range(samples)])
             l2 = (x_adv - x).flatten(1).pow(2).sum(1)
-            loss = (l2 + c * _margin(logits, goal, confidence)).sum()
+            loss = (l2 + c * _margin(logits, goal, confidence).mean(0)).sum()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             with torch.no_grad():
-                ok = _margin(logits, goal, confidence) <= 0 if confidence > 0 else goal.achieved(logits)
+                ok = _met(logits, goal, confidence)
                 better = ok & (l2 < best_l2)
                 best_l2 = torch.where(better, l2, best_l2)
                 best[better] = x_adv.detach()[better]

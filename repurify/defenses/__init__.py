@@ -1,4 +1,4 @@
-"""Defenses: the purifier interface, BPDA/EOT, baselines, trained purifiers, a factory from params."""
+"""Defenses: the purifier interface, BPDA, baselines, trained purifiers, a factory from params."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from repurify.defenses.advae import train_advae
-from repurify.defenses.base import EOT, DefendedModel, Identity, Purifier, bpda, nondifferentiable
+from repurify.defenses.base import DefendedModel, Identity, Purifier, bpda, nondifferentiable
 from repurify.defenses.baselines import BitDepth, Jpeg, MedianFilter
 from repurify.defenses.checkpoint import load_defense, save_defense
 from repurify.defenses.egcfl import train_egcfl
@@ -14,7 +14,7 @@ from repurify.defenses.gcln import train_gcln
 from repurify.defenses.hgd import train_hgd
 from repurify.defenses.oag import OAG, load_calibration, settings
 
-__all__ = ["EOT", "TRAINERS", "DefendedModel", "Identity", "Purifier", "bpda", "build_purifier",
+__all__ = ["TRAINERS", "DefendedModel", "Identity", "Purifier", "bpda", "build_purifier",
            "load_defense", "nondifferentiable", "save_defense"]
 
 # kind -> trainer(spec, x, y, classifiers, ...)

@@ -91,17 +91,3 @@ class DefendedModel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.purifier(x))
-
-
-class EOT(nn.Module):
-    """Expectation over Transformation: the mean logits of ``samples`` draws of a randomized model.
-
-    Its input gradient is the average of the per-draw gradients (Athalye et al. 2018).
-    """
-
-    def __init__(self, model: nn.Module, samples: int) -> None:
-        super().__init__()
-        self.model, self.samples = model, samples
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.stack([self.model(x) for _ in range(self.samples)]).mean(0)
