@@ -112,6 +112,8 @@ def _gradients(defended: DefendedModel, x: torch.Tensor, y: torch.Tensor, adapti
     xb = x.detach().requires_grad_(True)
     with bpda(adaptive):
         loss = F.cross_entropy(defended(xb), y.to(x.device), reduction="sum")
+        if not loss.requires_grad:  # the defense cut the graph: no gradient reaches the input
+            return torch.zeros_like(xb).flatten(1)
         (grad,) = torch.autograd.grad(loss, xb)
     return grad.flatten(1)
 

@@ -55,8 +55,8 @@ class Images:
         if sa is None or sb is None:
             return None
         test = paired(sa, sb)
-        text = (f"{_pct(sum(sa) / self.n)} vs {_pct(sum(sb) / self.n)} on {self.n} images "
-                f"(higher on {test['higher']}, lower on {test['lower']}, p {test['p']:.3g})")
+        text = (f"{_pct(sum(sa) / self.n)} vs {_pct(sum(sb) / self.n)} "
+                f"(+{test['higher']}/-{test['lower']} images of {self.n}, p {test['p']:.2g})")
         return test["p"] < ALPHA, text
 
 

@@ -249,7 +249,8 @@ def _masking_lines(masking: dict[str, dict[str, Any]]) -> list[str]:
     names = list(dict.fromkeys(c["name"] for m in masking.values() for c in m["checks"]))
     lines = ["", "## Gradient-masking checks", "",
              "Carlini et al. (2019) checklist and AutoAttack's checks (repurify/masking.py), on the "
-             "adaptive images, each comparison paired image by image (sign test, p < 0.05): "
+             "adaptive images, each comparison paired image by image (sign test, p < 0.05; "
+             "*a vs b (+h/-l images of n, p)*: a is higher on h images and lower on l): "
              "*suspected* when a check of the defense fails, *inconclusive* when one did not run, "
              "*weak* where a check ran below its telling budget; the last column judges the paper's "
              "own white-box protocol. Evidence below each table.", "",

@@ -1,4 +1,4 @@
-"""Defense interface: BPDA at the layer, EOT, and the baseline purifiers."""
+"""Defense interface: BPDA at the layer, the EOT gradient, and the baseline purifiers."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import torch
 from scipy.ndimage import median_filter
 from torch import nn
 
-from repurify.defenses import EOT, DefendedModel, Identity, Purifier, bpda, build_purifier
+from repurify.attacks.base import Goal, input_gradient
+from repurify.defenses import DefendedModel, Identity, Purifier, bpda, build_purifier
 from repurify.defenses.baselines import BitDepth, Jpeg, MedianFilter
 from repurify.params import BitDepthSpec, JpegSpec, MedianSpec, NoneSpec
 
@@ -69,26 +70,28 @@ def test_bpda_leaves_forward_unchanged(x: torch.Tensor) -> None:
     assert torch.equal(on, (x * 7).round() / 7)
 
 
-def test_eot_averages_gradients_of_randomized_defense(x: torch.Tensor) -> None:
-    clf = _Linear()
-    defended = DefendedModel(_NoisyQuantizer(), clf)
+def test_eot_is_the_mean_of_per_draw_loss_gradients(x: torch.Tensor) -> None:
+    """Athalye et al.: E_t[grad L(f(t(x)))], each draw's loss differentiated on its own (not the
+    gradient of the loss of the mean logits, which weights draws by their confidence)."""
+    defended = DefendedModel(_NoisyQuantizer(), _Linear())
     assert defended.randomized
-    assert torch.count_nonzero(_grad(defended, x)) == 0
+    goal = Goal(torch.tensor([0, 1, 2, 0]))
     torch.manual_seed(0)
     with bpda():
-        single = [_grad(defended, x) for _ in range(8)]
+        single = []
+        for _ in range(8):
+            xr = x.clone().requires_grad_(True)
+            single.append(torch.autograd.grad(goal.loss(defended(xr)).sum(), xr)[0])
         torch.manual_seed(0)
-        averaged = _grad(EOT(defended, 8), x)
-    assert torch.count_nonzero(averaged) > 0
+        averaged, draws = input_gradient(defended, x, goal, samples=8)
+        torch.manual_seed(0)
+        xm = x.clone().requires_grad_(True)
+        of_mean = torch.autograd.grad(goal.loss(torch.stack([defended(xm) for _ in range(8)]).mean(0))
+                                      .sum(), xm)[0]
+    assert draws.shape == (8, 4, 3) and torch.count_nonzero(averaged) > 0
     assert torch.allclose(averaged, torch.stack(single).mean(0), atol=1e-6)
-
-
-def test_eot_forward_is_the_mean_of_draws(x: torch.Tensor) -> None:
-    defended = DefendedModel(_NoisyQuantizer(), _Linear())
-    torch.manual_seed(3)
-    draws = torch.stack([defended(x) for _ in range(5)]).mean(0)
-    torch.manual_seed(3)
-    assert torch.allclose(EOT(defended, 5)(x), draws, atol=1e-6)
+    assert not torch.allclose(averaged, of_mean, atol=1e-4)
+    assert torch.equal(goal.missed(draws), (draws.argmax(-1) == goal.y).double().mean(0))
 
 
 def test_classifier_is_frozen(x: torch.Tensor) -> None:

@@ -86,13 +86,27 @@ def _check_outputs(repo: Path) -> dict:
     assert 1 <= calibration["chosen"]["network_steps"] <= 4
     assert [len(c["curve"]) for c in calibration["candidates"]] == [4]
     oag = {r["attack"]: r for r in metrics["eval/oag"]["results"] if r["threat_model"] == "whitebox"}
-    assert set(oag) == {"fgsm", "pgd", "autoattack"} and {r["n"] for r in oag.values()} == {4}
+    assert set(oag) == {"fgsm", "pgd", "autoattack", "adaptive pgd-4x2",
+                        "adaptive autoattack (apgd-ce, apgd-dlr)"}
+    assert {r["n"] for r in oag.values()} == {4}
+    assert {r["draws"] for r in metrics["eval/oag"]["results"]} == {5}  # multi-draw scoring
+    for d in DEFENSES:
+        worst = metrics[f"eval/{d}"]["worst_case"]
+        assert worst["n"] == (4 if d == "oag" else 16) and 0 <= worst["accuracy"] <= 1
+        per_attack = [r["accuracy"] for r in metrics[f"eval/{d}"]["results"] if r["threat_model"]
+                      == "whitebox" and r.get("eps") is not None and r["n"] == worst["n"]]
+        assert worst["accuracy"] <= min(per_attack) + 1e-12  # the worst case is a per-image minimum
+        conv = metrics[f"eval/{d}"]["convergence"]
+        assert [p["steps"] for p in conv["steps"]] == [2, 4]
+        assert [p["restarts"] for p in conv["restarts"]] == [1, 2]
     metrics["oag_calibration"] = calibration
     for d in DEFENSES:
         probes = json.loads((repo / f"metrics/smoke/checks/{d}.json").read_text())
         assert [p["eps"] for p in probes["eps_sweep"]] == [0.1, 1.0]
         assert all(len(p["iterations"]) == probes["steps"] + 1 for p in probes["eps_sweep"])
         assert probes["randomness"]["detected"] == (d == "oag") == probes["randomness"]["declared"]
+        assert probes["n"] == metrics[f"eval/{d}"]["worst_case"]["n"]  # one image set
+        assert (probes["eot_probe"] is not None) == (d == "oag")
         metrics[f"checks/{d}"] = probes
     report = (repo / "reports/smoke/report.md").read_text()
     assert "## Model transfer" in report and "## Ablations" in report
@@ -103,7 +117,10 @@ def _check_outputs(repo: Path) -> dict:
     assert "| setting differs |" in report and "differs: dataset digits vs cifar10" in report
     summary = json.loads((repo / "reports/smoke/summary.json").read_text())
     assert set(summary["masking"]) == set(DEFENSES)
-    assert {m["verdict"] for m in summary["masking"].values()} <= {"suspected", "not detected"}
+    verdicts = {m["verdict"] for m in summary["masking"].values()}
+    assert verdicts <= {"suspected", "inconclusive", "not detected"}
+    assert "## Worst case and verdict" in report and "## Convergence of the adaptive attack" in report
+    assert report.index("## Worst case and verdict") < report.index("## Classifiers")
     metrics["masking"] = summary["masking"]
     assert not list(repo.rglob("*.tmp")), "half-written temporary files left behind"
     return metrics

@@ -12,9 +12,9 @@ from torch import nn
 from repurify import evaluation
 from repurify.blackbox import jacobian_augment, train_papernot_substitute
 from repurify.data import load_split
-from repurify.defenses import EOT, DefendedModel, Identity, Purifier
+from repurify.defenses import DefendedModel, Identity, Purifier
 from repurify.errors import ParamsError
-from repurify.evaluation import limited, load_eval_data, whitebox_rows
+from repurify.evaluation import Scoring, limited, load_eval_data, whitebox_rows
 from repurify.params import (
     AutoAttackSpec,
     ClassifierParams,
@@ -124,6 +124,39 @@ def test_report_tables() -> None:
     assert "| target | a | 99.0 |" in md
 
 
+def test_report_opens_with_the_worst_case_and_verdict() -> None:
+    def ev(randomized: bool, wc: float, source: str | None) -> dict:
+        pgd = {"attack": "pgd", "threat_model": "whitebox", "accuracy": 0.4, "n": 10}
+        paper = {**pgd, "accuracy": 0.9, **({"source": source} if source else {})}
+        if source == "target":
+            paper["threat_model"] = "oblivious"
+        return {"clean_accuracy": 0.95, "n": 10, "randomized": randomized, "results": [pgd, paper],
+                "worst_case": {"accuracy": wc, "se": 0.05, "n": 10, "accuracy_all_draws": wc / 2,
+                               "strongest": "adaptive pgd-200x10 (whitebox)"},
+                "convergence": {"n": 10, "steps": [{"steps": 100, "accuracy": 0.3},
+                                                   {"steps": 200, "accuracy": 0.2}],
+                                "restarts": [{"restarts": 1, "accuracy": 0.2},
+                                             {"restarts": 10, "accuracy": 0.1}]}}
+
+    evaluations = {"none": ev(False, 0.1, None), "gcln": ev(False, 0.2, "autograd"),
+                   "oag": ev(True, 0.3, "target")}
+    masking = {"none": {"verdict": "not detected", "not_run": [], "weak": [], "checks": []},
+               "gcln": {"verdict": "inconclusive", "not_run": ["attack converged"], "weak": [],
+                        "checks": []},
+               "oag": {"verdict": "suspected", "not_run": [], "weak": ["gradient-free <= gradient"],
+                       "checks": []}}
+    md = render_markdown("p", "desc", {}, summary_rows(evaluations), {}, masking=masking,
+                         evaluations=evaluations)
+    assert md.index("## Worst case and verdict") < md.index("## Classifiers")
+    assert ("| none | 95.0 | no paper | 40.0 | 10.0 ± 5.0 (10) | adaptive pgd-200x10 (whitebox) | "
+            "**not detected** |") in md
+    assert "| gcln | 95.0 | 90.0 (whitebox (autograd)) | 40.0 | 20.0 ± 5.0 (10) |" in md
+    assert "**inconclusive (not run: attack converged)** |" in md
+    assert "| oag | 95.0 | 90.0 (oblivious) | 40.0 | 30.0 ± 5.0 (10) [15.0] |" in md  # all draws
+    assert "**suspected (weak: gradient-free <= gradient)** |" in md
+    assert "| gcln | 10 | 30.0 | 20.0 | 20.0 | 10.0 |" in md  # convergence: steps, then restarts
+
+
 def test_report_autograd_column_and_ablations() -> None:
     ev = {"clean_accuracy": 0.9, "n": 10, "results": [
         {"attack": "pgd", "threat_model": "whitebox", "accuracy": 0.2, "n": 10},
@@ -154,12 +187,13 @@ class _Noisy(Purifier):
 
 
 def test_whitebox_limits_and_autoattack_rand_for_randomized(monkeypatch: pytest.MonkeyPatch) -> None:
-    """EOT wraps randomized purifiers, except for AutoAttack, which runs as `rand` (its own EOT);
-    a limit keeps the listed attacks on at most n images."""
+    """Randomized purifiers are attacked with EOT draws (AutoAttack as `rand`, judged point by
+    point) and every row is scored on fresh draws; a limit keeps the listed attacks on at most n
+    images."""
     calls = []
 
-    def fake_attack(spec, model, x, y, **_):
-        calls.append((spec.kind, getattr(spec, "version", None), type(model), len(x)))
+    def fake_attack(spec, model, x, y, *, samples, **_):
+        calls.append((spec.kind, getattr(spec, "version", None), samples, len(x)))
         return x, None
 
     monkeypatch.setattr(evaluation, "run_attack", fake_attack)
@@ -170,10 +204,15 @@ def test_whitebox_limits_and_autoattack_rand_for_randomized(monkeypatch: pytest.
     assert [(a, s.n) for a, s in kept] == [("pgd", 2), ("autoattack", 3)]
     assert limited(specs, None) == specs
     x, y = torch.rand(5, 16), torch.zeros(5, dtype=torch.long)
-    kw = {"num_classes": 3, "batch_size": 8, "eot_samples": 4, "seed": 0}
-    rows = whitebox_rows(DefendedModel(_Noisy(), _mlp()), kept, x, y, **kw)
-    assert calls == [("pgd", None, EOT, 2), ("autoattack", "rand", DefendedModel, 3)]
-    assert [(r["eot_samples"], r.get("version")) for r in rows] == [(4, None), (20, "rand")]
+    noisy = DefendedModel(_Noisy(), _mlp())
+    rows = whitebox_rows(noisy, kept, x, y, num_classes=3, seed=0,
+                         scoring=Scoring.of(noisy, 8, eot_samples=4, draws=5))
+    assert calls == [("pgd", None, 4, 2), ("autoattack", "rand", 4, 3)]
+    assert [(r["eot_samples"], r["draws"], r.get("version")) for r in rows] == [(4, 5, None), (4, 5, "rand")]
+    assert [len(r["correct"]) for r in rows] == [2, 3] and "autoattack_warnings" in rows[1]
     calls.clear()
-    whitebox_rows(DefendedModel(Identity(), _mlp()), kept, x, y, **kw)
-    assert calls == [("pgd", None, DefendedModel, 2), ("autoattack", "standard", DefendedModel, 3)]
+    plain = DefendedModel(Identity(), _mlp())
+    rows = whitebox_rows(plain, kept, x, y, num_classes=3, seed=0,
+                         scoring=Scoring.of(plain, 8, eot_samples=4, draws=5))
+    assert calls == [("pgd", None, 1, 2), ("autoattack", "standard", 1, 3)]
+    assert {r["draws"] for r in rows} == {1} and set(rows[0]["correct"]) <= {0.0, 1.0}

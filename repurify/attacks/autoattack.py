@@ -10,7 +10,8 @@ point as soon as one noisy draw misclassifies it and keeps the clean image where
 draw says "robust". Instead every sub-attack runs on every point with ``eot_iter = samples``
 (APGD returns its best-loss iterate), each candidate is scored on ``samples`` fresh draws, and
 each point keeps the candidate with the lowest multi-draw accuracy, the clean image included.
-The package's warnings (its ``checks.py``) are appended to ``notes``.
+The package's warnings (its ``checks.py``, through ``warnings`` or its logger) are appended to
+``notes``.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ def autoattack(model: nn.Module, x: torch.Tensor, goal: Goal, *, norm: str, eps:
 
     if goal.target is not None:
         raise ValueError("autoattack: targeted mode is not supported (AutoAttack picks targets itself)")
-    logging.getLogger("auto-attack").setLevel(logging.WARNING)
+    logger = logging.getLogger("auto-attack")
+    logger.setLevel(logging.WARNING)
     aa = AutoAttack(model, norm="Linf" if norm == "linf" else "L2", eps=eps, version=version,
                     attacks=attacks, seed=seed, device=x.device)
     aa.verbose = False
@@ -43,15 +45,32 @@ def autoattack(model: nn.Module, x: torch.Tensor, goal: Goal, *, norm: str, eps:
         aa.square.n_queries = n_queries
     if n_iter is not None:
         aa.apgd.n_iter = aa.apgd_targeted.n_iter = n_iter
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        if samples == 1:
-            x_adv, _ = aa.run_standard_evaluation(x, goal.y, batch_size=len(x))
-        else:
-            x_adv = _per_point(aa, model, x, goal, samples)
+    logged = _Collect()
+    logger.addHandler(logged)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            if samples == 1:
+                x_adv, _ = aa.run_standard_evaluation(x, goal.y, batch_size=len(x))
+            else:
+                x_adv = _per_point(aa, model, x, goal, samples)
+    finally:
+        logger.removeHandler(logged)
     if notes is not None:
-        notes += [m for m in dict.fromkeys(str(w.message) for w in caught) if m not in notes]
+        said = [str(w.message) for w in caught] + logged.messages
+        notes += [m for m in dict.fromkeys(said) if m not in notes]
     return x_adv.detach()
+
+
+class _Collect(logging.Handler):
+    """The warnings AutoAttack's checks log (its own logger, not ``warnings``)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
 
 
 def _per_point(aa, model: nn.Module, x: torch.Tensor, goal: Goal, samples: int) -> torch.Tensor:

@@ -97,8 +97,9 @@ def input_gradient(model: nn.Module, x: torch.Tensor, goal: Goal,
     grad, draws = torch.zeros_like(x), []
     for _ in range(samples):
         logits = model(x)
-        (g,) = torch.autograd.grad(goal.loss(logits).sum(), x)
-        grad += g / samples
+        loss = goal.loss(logits).sum()
+        if loss.requires_grad:  # else the model cut the graph (a detached purifier): gradient 0
+            grad += torch.autograd.grad(loss, x)[0] / samples
         draws.append(logits.detach())
     return grad, torch.stack(draws)
 
