@@ -14,7 +14,7 @@ from repurify.attacks.cw import cw_l2
 from repurify.attacks.gradient import bim, fgsm, mifgsm, pgd
 from repurify.data import load_split
 from repurify.models import build_classifier
-from repurify.params import ClassifierParams, CwL2Spec, DataParams, PgdSpec
+from repurify.params import ClassifierParams, CwL2Spec, DataParams, FgsmSpec, PgdSpec
 from repurify.runtime import seed_everything
 from repurify.training import train_classifier
 
@@ -208,3 +208,38 @@ def test_validity_check_catches_violations(mutate, message: str) -> None:
         check_adversarial(x, mutate(x.clone()), y, y, "linf", 0.1, "bad")
     with pytest.raises(AttackValidityError, match="labels changed"):
         check_adversarial(x, x, y, y.flip(0), "linf", 0.1, "bad")
+
+
+def test_run_attack_fails_when_an_attack_changes_the_labels(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The labels are compared with a copy taken before the attack, not with themselves."""
+    import repurify.attacks as attacks
+
+    def relabel(model, x, goal, **_):
+        goal.y.add_(1)  # an attack that writes into the labels it was given
+        return x
+
+    monkeypatch.setitem(attacks.ATTACKS, "fgsm", relabel)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+    x, y = torch.rand(4, 1, 4, 4), torch.zeros(4, dtype=torch.long)
+    with pytest.raises(AttackValidityError, match="labels changed"):
+        run_attack(FgsmSpec(kind="fgsm", eps=0.1), model, x, y, num_classes=3, batch_size=2, seed=0,
+                   early_stop=False)
+
+
+def test_cw_with_confidence_counts_a_success_only_beyond_the_margin() -> None:
+    """C&W with kappa > 0 keeps an iterate only where the wrong class leads by at least kappa."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+    x = torch.rand(32, 1, 4, 4)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    kappa = 0.3
+    adv = cw_l2(model, x, Goal(y), steps=100, lr=0.05, binary_search_steps=3, initial_c=10.0,
+                confidence=kappa)
+    with torch.no_grad():
+        logits = model(adv)
+    moved = (adv - x).flatten(1).abs().amax(1) > 0
+    assert moved.any()
+    true = logits.gather(1, y.view(-1, 1)).squeeze(1)
+    other = logits.scatter(1, y.view(-1, 1), float("-inf")).amax(1)
+    assert (other[moved] - true[moved] >= kappa - 1e-4).all()

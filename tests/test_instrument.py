@@ -7,7 +7,10 @@ calibrate theirs.
 * shattered gradients, a hard threshold whose gradient is zero: ``suspected`` (zero gradients);
 * vanishing gradients, logits scaled by 1e4 (softmax saturates, cross-entropy gradients are 0):
   ``suspected`` (zero gradients);
-* stochastic, large input noise the purifier does not declare: ``suspected`` (randomness).
+* stochastic, large input noise the purifier does not declare: ``suspected`` (randomness);
+
+and AutoAttack's ``rand`` version judged point by point on multi-draw estimates beats the
+package's own loop against a noisy model.
 """
 
 from __future__ import annotations
@@ -19,11 +22,15 @@ import torch
 from torch import nn
 
 from repurify.attacks import run_attack
+from repurify.attacks.autoattack import autoattack
+from repurify.attacks.base import Goal
 from repurify.checks import probe
 from repurify.defenses import DefendedModel, Identity, Purifier
 from repurify.evaluation import Scoring, adaptive_rows, scored_row, whitebox_rows
 from repurify.masking import assess
 from repurify.params import AdaptiveParams, ChecksParams, FgsmSpec, PgdSpec
+from repurify.scoring import correct
+from repurify.stats import paired
 from repurify.worst_case import worst_case
 
 CLASSES, N, EPS = 10, 60, 0.15
@@ -143,3 +150,40 @@ def test_undeclared_randomness_is_suspected(task) -> None:
     result = _instrument(DefendedModel(_Noise(), model), model, x, y)
     assert result["verdict"] == "suspected"
     assert _status(result)["randomness -> EOT"] == "fail"
+
+
+class _NoisyInput(nn.Module):
+    """A classifier behind Gaussian input noise: borderline images flip between draws."""
+
+    def __init__(self, model: nn.Module, sigma: float) -> None:
+        super().__init__()
+        self.model, self.sigma = model, sigma
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x + self.sigma * torch.randn_like(x))
+
+
+@pytest.mark.slow
+def test_autoattack_rand_point_by_point_beats_the_package_loop() -> None:
+    """The package's loop drops an image once one noisy draw misclassifies it and keeps the clean
+    image, which fresh draws then credit to the defense; attacking every image and keeping its
+    lowest multi-draw candidate is stronger, image by image."""
+    from pyautoattack import AutoAttack
+
+    torch.manual_seed(0)
+    protos = torch.rand(CLASSES, 16)
+    linear = nn.Sequential(nn.Flatten(), nn.Linear(16, CLASSES))
+    with torch.no_grad():  # nearest prototype
+        linear[1].weight.copy_(10 * protos)
+        linear[1].bias.copy_(-5 * protos.pow(2).sum(1))
+    y = torch.arange(300) % CLASSES
+    x = (protos[y].view(-1, 1, 4, 4) + 0.1 * torch.randn(300, 1, 4, 4)).clamp(0, 1)
+    model = _NoisyInput(linear, 0.6).eval()
+    aa = AutoAttack(model, norm="Linf", eps=0.1, version="rand", seed=0, device=x.device)
+    aa.verbose, aa.apgd.n_iter = False, 20
+    package, _ = aa.run_standard_evaluation(x, y, batch_size=300)
+    ours = autoattack(model, x, Goal(y), norm="linf", eps=0.1, version="rand", attacks=None, seed=0,
+                      n_iter=20, samples=20)
+    before, after = (correct(model, a, y, draws=20, batch_size=300).tolist() for a in (package, ours))
+    assert paired(before, after)["p"] < 1e-6
+    assert sum(after) < sum(before)
