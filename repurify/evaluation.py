@@ -6,15 +6,20 @@
   classifier (cached); (b) ``papernot``, a substitute trained on the defended
   model's labels only, attacked in white-box fashion.
 * ``whitebox`` (adaptive): the attack sees purifier + classifier, with BPDA at
-  the non-differentiable layers and EOT over the randomness of randomized
-  purifiers. Purifiers whose paper attacked them through autograd's own
-  gradients at those layers (``autograd_protocol``: EGC-FL, GCLN) also get
-  that protocol's rows, ``source: autograd``; the gap is a finding. AutoAttack's
-  ``standard`` version runs as its ``rand`` version (APGD-CE and APGD-DLR with 20
-  EOT iterations) against randomized purifiers, as its authors prescribe.
+  the non-differentiable layers and EOT (the mean of per-draw loss gradients) over
+  the randomness of randomized purifiers. Purifiers whose paper attacked them
+  through autograd's own gradients at those layers (``autograd_protocol``: EGC-FL,
+  GCLN) also get that protocol's rows, ``source: autograd``; the gap is a finding.
+  AutoAttack's ``standard`` version runs as its ``rand`` version (APGD-CE and
+  APGD-DLR with EOT, judged point by point) against randomized purifiers.
+* the adaptive set (``evaluation.adaptive``): the instrument's own PGD and APGD on
+  the first ``adaptive.n`` images, whose PGD run is also the convergence probe; the
+  worst case over every row is taken on those images.
 
-``evaluation.limits.<slot>`` makes a costly defense's evaluation cheaper (fewer
-white-box attacks and images, no Papernot substitute); the rows record their ``n``.
+Every row is scored on fresh draws of a randomized defense (``evaluation.draws``)
+and keeps its per-image scores. ``evaluation.limits.<slot>`` makes a costly
+defense's evaluation cheaper (fewer white-box attacks and images, no Papernot
+substitute, a smaller adaptive set); the rows record their ``n``.
 """
 
 from __future__ import annotations

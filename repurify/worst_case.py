@@ -38,4 +38,9 @@ def worst_case(rows: list[dict[str, Any]], n: int, eps: float, norm: str) -> dic
     return {"accuracy": sum(scores) / n, "se": standard_error(scores),
             "accuracy_all_draws": sum(s == 1 for s in scores) / n, "n": n, "eps": eps, "norm": norm,
             "attacks": len(used), "correct": scores,
-            "strongest": label(min(used, key=lambda r: sum(r["correct"][:n]))), "broken_by": broke}
+            "strongest": label(min(used, key=_strength(n))), "broken_by": broke}
+
+
+def _strength(n: int):
+    """Sort key of the strongest row: lowest accuracy on the images, white-box rows first on ties."""
+    return lambda r: (sum(r["correct"][:n]), r["threat_model"] != "whitebox")
