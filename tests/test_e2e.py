@@ -39,7 +39,8 @@ OUTPUTS = ("data/smoke/dataset.pt", "data/smoke/manifest.json", "data/smoke/mode
 
 
 def _sh(cwd: Path, *cmd: str, env: dict[str, str] | None = None) -> str:
-    res = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=900,
+    # a guard against hangs, not a speed test: an hour for the smoke pipeline on a slow machine
+    res = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=3600,
                          env={**os.environ, **(env or {})})
     assert res.returncode == 0, f"{' '.join(cmd)} failed:\n{res.stdout[-4000:]}\n{res.stderr[-4000:]}"
     return res.stdout + res.stderr

@@ -45,6 +45,8 @@ def autoattack(model: nn.Module, x: torch.Tensor, goal: Goal, *, norm: str, eps:
         aa.square.n_queries = n_queries
     if n_iter is not None:
         aa.apgd.n_iter = aa.apgd_targeted.n_iter = n_iter
+    if version == "custom":  # the package leaves APGD at 5 restarts there; standard and rand use 1
+        aa.apgd.n_restarts = 1
     logged = _Collect()
     logger.addHandler(logged)
     try:
