@@ -22,7 +22,7 @@ from repurify.defenses.gcln import (
     train_gcln,
 )
 from repurify.defenses.perceptual import feature_network
-from repurify.evaluation import whitebox_rows
+from repurify.evaluation import Scoring, whitebox_rows
 from repurify.models import build_classifier
 from repurify.params import GclnSpec, PgdSpec
 
@@ -79,8 +79,7 @@ def test_whitebox_rows_report_both_protocols() -> None:
     defended = DefendedModel(Generator(_spec(), 1).eval(), _classifier()).eval()
     x, y = torch.rand(16, 1, 16, 16), torch.randint(0, 10, (16,))
     spec = PgdSpec.model_validate({"kind": "pgd", "eps": 0.3, "step_size": 0.1, "steps": 5})
-    rows = whitebox_rows(defended, [("pgd", spec)], x, y, num_classes=10, batch_size=16,
-                         eot_samples=1, seed=0)
+    rows = whitebox_rows(defended, [("pgd", spec)], x, y, num_classes=10, scoring=Scoring(16), seed=0)
     by = {r.get("source", "bpda"): r for r in rows}
     assert set(by) == {"bpda", "autograd"} and by["bpda"]["bpda"] and not by["autograd"]["bpda"]
     assert by["bpda"]["accuracy"] <= by["autograd"]["accuracy"]
