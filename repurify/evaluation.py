@@ -80,13 +80,17 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
                           for i in range(0, len(x), batch_size)])
 
 
+def _settings(name: str, spec: Any, threat: str) -> dict[str, Any]:
+    """The attack settings every result row starts with."""
+    return {"attack": name, "kind": spec.kind, "threat_model": threat,
+            "eps": getattr(spec, "eps", None), "norm": spec.norm, "targeted": spec.targeted}
+
+
 def attack_row(name: str, spec: Any, threat: str, pred: torch.Tensor, y: torch.Tensor,
                targets: torch.Tensor | None, **extra: Any) -> dict[str, Any]:
     """One result from one draw's predictions: the attack's settings, the accuracy of ``pred``
     and the targets it hit."""
-    row = {"attack": name, "kind": spec.kind, "threat_model": threat,
-           "eps": getattr(spec, "eps", None), "norm": spec.norm, "targeted": spec.targeted,
-           "accuracy": agreement(pred, y), "n": len(y), **extra}
+    row = {**_settings(name, spec, threat), "accuracy": agreement(pred, y), "n": len(y), **extra}
     if targets is not None:
         row["target_hit_rate"] = agreement(pred, targets.cpu())
     return row
@@ -99,9 +103,8 @@ def scored_row(name: str, spec: Any, threat: str, defended: nn.Module, adv: torc
     accuracy, the share correct in every draw, its standard error and the per-image scores."""
     pred = predictions(defended, adv, draws=scoring.draws, batch_size=scoring.batch_size)
     correct = (pred == y.cpu()).double().mean(0)
-    row = {"attack": name, "kind": spec.kind, "threat_model": threat,
-           "eps": getattr(spec, "eps", None), "norm": spec.norm, "targeted": spec.targeted,
-           **summary(correct), "draws": scoring.draws, **extra, "correct": correct.tolist()}
+    row = {**_settings(name, spec, threat), **summary(correct), "draws": scoring.draws, **extra,
+           "correct": correct.tolist()}
     if targets is not None:
         row["target_hit_rate"] = (pred == targets.cpu()).double().mean().item()
     return row

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-ALPHA = 0.05  # one-sided significance of a paired difference
+ALPHA = 0.05  # one-sided significance of a paired difference (used by the verdicts)
 
 
 def mean(values: Sequence[float]) -> float:
@@ -38,8 +38,3 @@ def paired(a: Sequence[float], b: Sequence[float]) -> dict[str, float | int]:
     up = sum(x > y for x, y in zip(a, b, strict=True))
     down = sum(x < y for x, y in zip(a, b, strict=True))
     return {"higher": up, "lower": down, "p": sign_test(up, down)}
-
-
-def above(a: Sequence[float], b: Sequence[float], alpha: float = ALPHA) -> bool:
-    """Is ``a``'s accuracy above ``b``'s beyond noise (paired sign test at ``alpha``)?"""
-    return paired(a, b)["p"] < alpha
