@@ -42,9 +42,9 @@ def paper_protocol_row(defense: str, ev: dict[str, Any], attack: str) -> dict[st
     if defense not in PAPER_PROTOCOL:
         return None
     threat, source = PAPER_PROTOCOL[defense]
+    source = source or ("target" if threat == "oblivious" else None)  # cached rows' source
     return next((r for r in ev["results"] if r["attack"] == attack and r["threat_model"] == threat
-                 and r.get("source", "target" if threat == "oblivious" else None) ==
-                 (source or ("target" if threat == "oblivious" else None))), None)
+                 and r.get("source") == source), None)
 
 
 def _headline_lines(evaluations: dict[str, dict[str, Any]], masking: dict[str, dict[str, Any]],
