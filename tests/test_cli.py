@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -171,3 +172,17 @@ def test_missing_vgg19_weights_fail_before_training(workdir: Path, tmp_path: Pat
     assert f"VGG-19 ImageNet weights not found at {home / 'hub/checkpoints/vgg19-dcbb9e9d.pth'}" in res.stderr
     assert "perceptual: target_features" in res.stderr
     assert not (workdir / "data" / "smoke" / "defenses").exists()
+
+
+def test_stages_pin_the_cpu_kernels_and_threads_whatever_the_engine_sets() -> None:
+    """Stage processes get AVX2 kernels and $REPURIFY_THREADS threads, not Snakemake's count."""
+    probe = ("import stages, torch; "
+             "print(torch.backends.cpu.get_cpu_capability(), torch.get_num_threads())")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("REPURIFY_THREADS", None)
+    for threads, expect in ((None, "AVX2 2"), ("1", "AVX2 1")):
+        if threads:
+            env["REPURIFY_THREADS"] = threads
+        out = subprocess.run([sys.executable, "-c", probe], env=env, cwd=ROOT, capture_output=True,
+                             text=True, check=True).stdout.split()
+        assert " ".join(out) == expect
