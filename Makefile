@@ -19,11 +19,12 @@ test: $(STAMP)  ## unit + end-to-end tests
 
 install: $(STAMP)
 
-$(STAMP): requirements.lock pyproject.toml
+$(STAMP): requirements.lock pyproject.toml examples/repurify-blur/pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "repurify needs Python 3.11, found " + sys.version.split()[0]'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --quiet --disable-pip-version-check -r requirements.lock
 	$(BIN)/python -m pip install --quiet --quiet --disable-pip-version-check --no-deps -e .
+	$(BIN)/python -m pip install --quiet --quiet --disable-pip-version-check --no-deps -e examples/repurify-blur
 	touch $(STAMP)
 
 lint: $(STAMP)

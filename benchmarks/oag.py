@@ -12,8 +12,7 @@ from typing import Any
 import torch
 
 from benchmarks.timing import median_seconds
-from repurify.defenses.oag import Settings, synthesize, synthesize_loop
-from repurify.params import OagSpec
+from repurify.defenses.oag import OagSpec, Settings, synthesize, synthesize_loop
 
 # the paper gives no eps_g / beta; any value costs the same, these are digits' calibrated ones
 TIMING_VALUES = {"eps_g": 0.5, "beta": 1e-4, "init_std": 0.01}

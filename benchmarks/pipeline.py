@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from workflow.dag import STAGES
+from workflow.dag import active_profile, stages
 
 ROOT = Path(__file__).resolve().parent.parent
 # runs a command, then prints its wall time and the peak RSS (kB) of its process tree
@@ -85,6 +85,9 @@ def pipeline(profile: str, change: tuple[str, Any], workdir: Path | None = None)
                   file=sys.stderr)
         return {"source": "a scratch clone of HEAD, stage by stage",
                 **_reruns(repo, env, profile, stages, change)}
+
+
+STAGES = stages(active_profile()[1])  # the stages of the profile params.yaml names
 
 
 def stage_name(tags: dict[str, str]) -> str:

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from repurify.defenses import TRAINERS, DefendedModel, Purifier, save_defense
+from repurify.defenses import DefendedModel, Purifier, get, save_defense
 from repurify.defenses.egcfl import EGCFL, TDZ
 from repurify.defenses.oag import OAG, settings
 from repurify.evaluation import Scoring, agreement, limited, predict, whitebox_rows, without_scores
@@ -67,7 +67,7 @@ def noise_energy(tdz: TDZ, x: torch.Tensor, x_adv: torch.Tensor) -> dict[str, An
             "ratio": (after.sum() / before.sum()).item()}
 
 
-def run_ablation(profile: ProfileParams, classifiers: dict[str, Classifier], egcfl: EGCFL,
+def run_ablation(profile: ProfileParams, classifiers: dict[str, Classifier], egcfl: EGCFL | None,
                  oag_chosen: dict[str, Any], train: tuple[torch.Tensor, torch.Tensor],
                  test: tuple[torch.Tensor, torch.Tensor], oblivious: dict[str, torch.Tensor], *,
                  num_classes: int, seed: int, device: torch.device, out_dir: Path) -> dict[str, Any]:
@@ -88,7 +88,7 @@ def run_ablation(profile: ProfileParams, classifiers: dict[str, Classifier], egc
             purifier: Purifier = OAG(settings(spec, oag_chosen), seed, spec.batch_size)
         else:
             gen = torch.Generator().manual_seed(seed + 2000 + i)
-            purifier, hist, _ = TRAINERS[spec.kind](spec, *train, classifiers, device=device, gen=gen)
+            purifier, hist, _ = get(spec.kind).fit(spec, *train, classifiers, device=device, gen=gen)
             save_defense(out_dir / f"{v.name}.pt", purifier.cpu(), spec,
                          {"image_shape": list(test[0].shape[1:]), "variant": v.name})
             extra["best_epoch"] = hist.best_epoch

@@ -19,9 +19,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from repurify.defenses.oag import Settings, settings, synthesize
+from repurify.defenses.oag import OagSpec, Settings, settings, synthesize
 from repurify.evaluation import agreement, predict
-from repurify.params import OagSpec
 
 
 def steps_curve(classifier: nn.Module, x: torch.Tensor, y: torch.Tensor, s: Settings,
@@ -46,8 +45,9 @@ def stop_step(curve: list[float], tolerance: float) -> int:
 
 
 def calibrate(spec: OagSpec, classifier: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
-              seed: int, device: torch.device) -> dict[str, Any]:
-    """Run every candidate on noised copies of ``x`` ([0,1]); return curves and the choice."""
+              seed: int, device: torch.device) -> tuple[dict[str, Any], dict[str, list[float]]]:
+    """Run every candidate on noised copies of ``x`` ([0,1]); return curves and the choice, and
+    the chosen candidate's accuracy after each network step."""
     cal = spec.calibration
     gen = torch.Generator().manual_seed(seed)
     x, y = x[:cal.images], y[:cal.images]
@@ -68,6 +68,10 @@ def calibrate(spec: OagSpec, classifier: nn.Module, x: torch.Tensor, y: torch.Te
     best = max(candidates, key=lambda c: c["peak"])  # the first of equal peaks
     chosen = {k: best[k] for k in ("eps_g", "beta", "init_std")}
     chosen["network_steps"] = spec.network_steps or best["stop_step"]
-    return {"spec": spec.model_dump(mode="json"), "images": len(x),
-            "noisy_accuracy": noisy_acc, "candidates": candidates, "chosen": chosen}
+    print(f"calibrate: OAG: {len(candidates)} candidates on {len(x)} noised training images (accuracy "
+          f"without OAG {noisy_acc:.4f}); chose eps_g {chosen['eps_g']:g}, beta {chosen['beta']:g}, "
+          f"init_std {chosen['init_std']:g}, T_N {chosen['network_steps']} (accuracy "
+          f"{best['curve'][chosen['network_steps'] - 1]:.4f})")
+    return ({"spec": spec.model_dump(mode="json"), "images": len(x), "noisy_accuracy": noisy_acc,
+             "candidates": candidates, "chosen": chosen}, {"noisy_synthesis_accuracy": best["curve"]})
 

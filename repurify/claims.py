@@ -16,9 +16,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from repurify.defenses import list_purifiers
 from repurify.errors import ParamsError
-from repurify.params import ProfileParams, _ratio, read_yaml
-from repurify.paths import DEFENSES
+from repurify.params import ProfileParams, read_yaml
+from repurify.schema import ratio
 
 PAPERS = ("egcfl", "gcln", "hgd", "oag", "advae")
 # the profile's dataset -> the paper's (digits is no paper's)
@@ -38,7 +39,7 @@ class Claim(_Frozen):
     dataset: Literal["cifar10", "svhn", "mnist", "imagenet", "flowers17"] | None
     classifier: str | None
     method: str
-    defense: Literal[DEFENSES] | None  # type: ignore[valid-type]
+    defense: str | None  # a registered defense kind (the paper's own name for its slot)
     variant: str | None
     threat_model_paper: str | None
     threat_model: Literal["oblivious", "blackbox", "whitebox", "none"] | None
@@ -54,10 +55,17 @@ class Claim(_Frozen):
     value: float
     note: str | None
 
+    @field_validator("defense")
+    @classmethod
+    def _registered(cls, v: str | None) -> str | None:
+        if v is not None and v not in list_purifiers():
+            raise ValueError(f"{v!r} is not a registered defense kind; choose from {list_purifiers()}")
+        return v
+
     @field_validator("eps")
     @classmethod
     def _budget(cls, v: str | None) -> str | None:
-        if v is not None and not 0 < float(_ratio(v)) <= 1:
+        if v is not None and not 0 < float(ratio(v)) <= 1:
             raise ValueError(f"{v!r} is not a budget on the [0,1] pixel scale")
         return v
 
@@ -71,7 +79,7 @@ class Claim(_Frozen):
 
     @property
     def eps_value(self) -> float | None:
-        return None if self.eps is None else float(_ratio(self.eps))
+        return None if self.eps is None else float(ratio(self.eps))
 
 
 class Paper(_Frozen):
@@ -206,6 +214,6 @@ def compare(claims: Claims, profile: ProfileParams,
     out: dict[str, list[dict[str, Any]]] = {}
     for name, paper in claims.papers.items():
         out[name] = [reproduce(c, paper, profile, evaluations[c.defense]) for c in paper.claims
-                     if c.defense is not None and c.variant is None and c.metric == "accuracy"
+                     if c.defense in evaluations and c.variant is None and c.metric == "accuracy"
                      and c.threat_model is not None]
     return out

@@ -7,77 +7,31 @@ image_size``) and what is expected there.
 
 from __future__ import annotations
 
+import operator
 import re
-from fractions import Fraction
-from itertools import pairwise
+from functools import reduce
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    ValidationError,
-    ValidationInfo,
-    field_validator,
-    model_validator,
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
+
+from repurify.data.params import DataParams
+from repurify.defenses.registry import list_purifiers, registry
+from repurify.errors import ParamsError
+from repurify.schema import (
+    DefenseTraining,
+    PositiveRatio,
+    Strict,
+    ThreatModel,
+    step_within_budget,
+    strictly_increasing,
 )
 
-from repurify.errors import ParamsError
-
-_RATIO = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(\d+(?:\.\d+)?)\s*$")
+__all__ = ["DataParams"]
 
 
-def _ratio(value: Any) -> Any:
-    """Accept the papers' notation ``8/255`` for pixel budgets."""
-    if isinstance(value, str) and (m := _RATIO.match(value)):
-        num, den = (Fraction(g) for g in m.groups())
-        if den == 0:
-            raise ValueError(f"division by zero in {value!r}")
-        return float(num / den)
-    return value
-
-
-Ratio = Annotated[float, BeforeValidator(_ratio)]
-PositiveRatio = Annotated[Ratio, Field(gt=0)]
-ThreatModel = Literal["oblivious", "blackbox", "whitebox"]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-
-class DataParams(_Strict):
-    """Which dataset to load and how to normalise it to uint8 NCHW tensors."""
-
-    name: str
-    root: str | None = None  # raw files; default data/raw/<name>
-    image_size: int = Field(gt=0)
-    channels: Literal[1, 3]
-    download: bool = True
-    test_fraction: float = Field(default=0.25, gt=0, lt=1)  # digits only
-    train_limit: int | None = Field(default=None, gt=0)
-    test_limit: int | None = Field(default=None, gt=0)
-    train_dir: str = "train"  # ImageFolder layouts only
-    test_dir: str = "val"
-
-    @field_validator("name")
-    @classmethod
-    def _known_dataset(cls, v: str) -> str:
-        from repurify.data import DATASETS
-
-        if v not in DATASETS:
-            raise ValueError(f"unknown dataset {v!r}; choose one of {sorted(DATASETS)}")
-        return v
-
-    @property
-    def raw_root(self) -> Path:
-        return Path(self.root) if self.root else Path("data/raw") / self.name
-
-
-class ClassifierParams(_Strict):
+class ClassifierParams(Strict):
     """How to build and train one classifier."""
 
     arch: str
@@ -101,14 +55,14 @@ class ClassifierParams(_Strict):
         return v
 
 
-class ClassifiersParams(_Strict):
+class ClassifiersParams(Strict):
     """The frozen target under protection and the substitute for transfer attacks."""
 
     target: ClassifierParams
     substitute: ClassifierParams
 
 
-class _Attack(_Strict):
+class _Attack(Strict):
     """What every attack entry may set: targeting, threat models, a smaller image count."""
 
     targeted: Literal["none", "random", "least_likely"] = "none"
@@ -127,24 +81,11 @@ class FgsmSpec(_Budget):
     kind: Literal["fgsm"]
 
 
-def _step_within_budget(v: float, info: ValidationInfo) -> float:
-    eps = info.data.get("eps")
-    if eps is not None and v > eps:
-        raise ValueError(f"step_size {v:g} exceeds eps {eps:g}")
-    return v
-
-
-def _strictly_increasing(v: list[float]) -> list[float]:
-    if any(b <= a for a, b in pairwise(v)):
-        raise ValueError(f"must increase strictly, got {v}")
-    return v
-
-
 class _IterativeSpec(_Budget):
     step_size: PositiveRatio
     steps: int = Field(gt=0)
 
-    _step_ok = field_validator("step_size")(_step_within_budget)
+    _step_ok = field_validator("step_size")(step_within_budget)
 
 
 class BimSpec(_IterativeSpec):
@@ -194,7 +135,7 @@ AttackSpec = Annotated[
 ]
 
 
-class PapernotParams(_Strict):
+class PapernotParams(Strict):
     """Black-box substitute trained on the defended model's labels (Papernot et al. 2017)."""
 
     seed_images: int = Field(gt=0)  # held-out test images after the evaluated ones
@@ -204,7 +145,7 @@ class PapernotParams(_Strict):
     attacks: list[str]  # attacks transferred from it
 
 
-class EvaluationLimit(_Strict):
+class EvaluationLimit(Strict):
     """A cheaper evaluation for one costly defense slot (OAG synthesizes every query anew)."""
 
     whitebox_attacks: list[str] | None = None  # keys of attacks run white-box; None: all
@@ -215,7 +156,7 @@ class EvaluationLimit(_Strict):
     adaptive: dict[str, Any] = {}  # keys of evaluation.adaptive replaced for this slot
 
 
-class ChecksParams(_Strict):
+class ChecksParams(Strict):
     """Gradient-masking probes (Carlini et al. 2019, Sec. 5): a white-box sweep of eps up to an
     unbounded budget, the accuracy after every iteration, a gradient-free attack (Square)."""
 
@@ -227,10 +168,10 @@ class ChecksParams(_Strict):
     eot_probe: list[int] = Field(default=[1, 4, 16, 32], min_length=2)
     grid: int = Field(default=8, gt=0)  # images in the clean / adversarial / purified figure
 
-    _increasing = field_validator("eps", "eot_probe")(_strictly_increasing)
+    _increasing = field_validator("eps", "eot_probe")(strictly_increasing)
 
 
-class AdaptiveParams(_Strict):
+class AdaptiveParams(Strict):
     """The instrument's own white-box attack set (repurify's budgets, not any paper's): on the
     first ``n`` evaluated images, PGD with ``max(steps)`` steps and ``max(restarts)`` restarts
     (best iterate kept), whose accuracy at every listed step and restart count is the convergence
@@ -246,8 +187,8 @@ class AdaptiveParams(_Strict):
     autoattack: list[Literal["apgd-ce", "apgd-dlr", "apgd-t"]] = ["apgd-ce", "apgd-t"]
     apgd_iterations: int = Field(default=100, gt=0)  # AutoAttack's 100
 
-    _step_ok = field_validator("step_size")(_step_within_budget)
-    _increasing = field_validator("steps", "restarts")(_strictly_increasing)
+    _step_ok = field_validator("step_size")(step_within_budget)
+    _increasing = field_validator("steps", "restarts")(strictly_increasing)
 
     @field_validator("steps", "restarts")
     @classmethod
@@ -257,7 +198,7 @@ class AdaptiveParams(_Strict):
         return v
 
 
-class EvaluationParams(_Strict):
+class EvaluationParams(Strict):
     """How many test images, in which batch size; against randomized defenses, EOT's draws per
     gradient and the fresh draws that score each image."""
 
@@ -292,171 +233,14 @@ class EvaluationParams(_Strict):
                                              strict=False)
 
 
-class NoneSpec(_Strict):
-    kind: Literal["none"]
 
 
-class JpegSpec(_Strict):
-    kind: Literal["jpeg"]
-    quality: int = Field(ge=1, le=100)
 
-
-class BitDepthSpec(_Strict):
-    kind: Literal["bit_depth"]
-    bits: int = Field(ge=1, le=8)
-
-
-def _odd(v: int) -> int:
-    if v % 2 == 0:
-        raise ValueError(f"kernel must be odd (centred on its pixel), got {v}")
-    return v
-
-
-class MedianSpec(_Strict):
-    kind: Literal["median_filter"]
-    kernel: int = Field(ge=1)
-
-    _kernel_odd = field_validator("kernel")(_odd)
-
-
-Role = Literal["target", "substitute"]
-
-
-class DefenseTraining(_Strict):
-    """Adam with plateau decay; the checkpoint with the lowest validation loss is kept."""
-
-    epochs: int = Field(gt=0)  # at most this many epochs
-    batch_size: int = Field(gt=0)
-    lr: float = Field(default=1e-3, gt=0)
-    lr_decay: float = Field(gt=0, lt=1)  # factor applied when the validation loss plateaus
-    min_lr: float = Field(default=0.0, ge=0)
-    plateau_patience: int = Field(ge=0)  # epochs without improvement before decaying
-    early_stop_patience: int | None = Field(default=None, gt=0)  # None: run all epochs
-    val_fraction: float = Field(default=0.1, gt=0, lt=1)
-    train_limit: int | None = Field(default=None, gt=0)  # train on the first n images only
-
-
-class PgdBudget(_Strict):
-    """The L-inf PGD of adversarial training (random start, no restarts)."""
-
-    eps: PositiveRatio
-    step_size: PositiveRatio
-    steps: int = Field(gt=0)
-
-    _step_ok = field_validator("step_size")(_step_within_budget)
-
-
-class HgdSpec(_Strict):
-    """High-level representation guided denoiser (Liao et al. 2018)."""
-
-    kind: Literal["hgd"]
-    architecture: Literal["dunet", "dae"] = "dunet"  # DAE: DUNET without lateral connections
-    loss: Literal["pixel", "fgd", "lgd", "cgd"] = "lgd"  # Eq. 3 / Eq. 5 l=-2 / l=-1 / CE
-    widths: list[Annotated[int, Field(gt=0)]] = Field(min_length=2)  # C2, then one C3 per entry
-    guide: Role = "target"  # the classifier whose representation guides the loss (Table 4)
-    sources: list[Role] = Field(min_length=1)  # classifiers attacked to build the training set
-    eps_max: PositiveRatio  # eps ~ U{1..eps_levels} * eps_max / eps_levels (Table 1: [1,16]/255)
-    eps_levels: int = Field(default=16, gt=0)
-    ifgsm_steps: list[Annotated[int, Field(gt=1)]] = [2, 4, 8]
-    training: DefenseTraining
-
-
-class AdvaeSpec(_Strict):
-    """Auto-encoder adversarially trained in front of frozen classifiers (AdvAE, Eq. 7/8)."""
-
-    kind: Literal["advae"]
-    architecture: Literal["conv_ae", "unet"]
-    widths: list[Annotated[int, Field(gt=0)]] = Field(min_length=1)  # encoder channels
-    lam: float = Field(ge=0)  # lambda of Eq. 7: weight of the clean reconstruction term
-    classifiers: list[Role] = Field(default=["target"], min_length=1)  # Eq. 8 ensemble
-    pgd: PgdBudget
-    training: DefenseTraining
-
-
-class _Perceptual(_Strict):
-    """F_beta of a perceptual loss: ImageNet VGG-19 (the papers) or the named offline fallback."""
-
-    perceptual: Literal["vgg19", "target_features"]
-    vgg_layer: Literal["relu1_2", "relu2_2", "relu3_4", "relu4_4", "relu5_4"] = "relu3_4"
-
-
-class EgcflSpec(_Perceptual):
-    """EGC-FL (Yuan & He 2020): TDZ layer, generator G with feedback loop, fusion network Gamma."""
-
-    kind: Literal["egcfl"]
-    block: int = Field(default=8, gt=0)  # M: the DCT's M x M blocks
-    delta: PositiveRatio  # deadzone half-width on coefficients of [0,1] images (8/255 style)
-    transform: bool = True  # False: deadzone on pixels (Table 7 "without transform")
-    inverse: bool = True  # TDZ ends with T^-1 (pixels); False: G and P see coefficients
-    feedback: bool = True  # False: X_hat = G(X_tilde), no U, V, W, Gamma (Table 7)
-    widths: list[Annotated[int, Field(gt=0)]] = Field(min_length=2)  # G: a DUNET-style U-net
-    converter_width: int = Field(gt=0)  # channels U and V map to before the concatenation
-    generations: int = Field(default=3, gt=0)  # K, trained and evaluated (Gen_k: the ablation stage)
-    lambdas: list[Annotated[float, Field(ge=0)]] = Field(  # Eq. 6: lambda_1..3 of L_P, L_A, L_C
-        default=[1 / 3] * 3, min_length=3, max_length=3)
-    source: Role = "target"  # classifier the PGD training examples are crafted on
-    attack: PgdBudget  # the PGD that makes the training set
-    training: DefenseTraining
-
-
-class GclnSpec(_Perceptual):
-    """GCLN: generator with a quantized DCT layer, trained against a clean/attacked detector."""
-
-    kind: Literal["gcln"]
-    block: int = Field(default=8, gt=0)  # M
-    q: PositiveRatio  # quantization step of Eq. 2 on [0,1] images: Qs/255 (Tables 1-4: 5, 10)
-    widths: list[Annotated[int, Field(gt=0)]] = Field(min_length=2)  # G's recovery U-net
-    detector_widths: list[Annotated[int, Field(gt=0)]] = Field(min_length=1)  # D: strided convs
-    lam: float = Field(default=0.5, ge=0, le=1)  # Eq. 3: lambda L_P + (1 - lambda) L_A
-    detector_epochs: int = Field(gt=0)  # D's initial training on clean vs attacked images
-    grow_clean_set: bool = True  # recovered images C classifies correctly join Omega^o
-    source: Role = "target"  # classifier the attacked training images are crafted on
-    attack: PgdBudget
-    training: DefenseTraining
-
-
-class OagCalibration(_Strict):
-    """Sec. III-D / IV-E: T_N (and the values the paper does not give) from Gaussian-noised
-    training images, never adversarial ones. Each list holds the candidates tried."""
-
-    images: int = Field(gt=0)  # the first training images
-    noise_sigma: PositiveRatio = 0.25  # on [0,1] pixels (Fig. 4: sigma 0.25)
-    max_network_steps: int = Field(gt=0)  # length of the accuracy-vs-steps curve
-    eps_g: list[PositiveRatio] = Field(min_length=1)
-    beta: list[PositiveRatio] = Field(min_length=1)
-    init_std: list[PositiveRatio] = Field(min_length=1)
-    tolerance: float = Field(default=0.01, ge=0, lt=1)  # T_N: first step within this of the peak
-
-
-class OagSpec(_Strict):
-    """OAG (Li et al. 2020): per-image online Langevin synthesis with a fresh energy network."""
-
-    kind: Literal["oag"]
-    generator: Literal["alternate", "autoencoder"] = "alternate"  # autoencoder: Sec. IV-H baseline
-    kernel: int = Field(gt=0)  # k of the k x k convolution (15 at 224 px; Table V)
-    filters: int = Field(gt=0)  # K (not in the paper)
-    image_steps: int = Field(default=20, gt=0)  # T_I (Table IV)
-    network_steps: int | None = Field(default=None, gt=0)  # T_N; None: chosen by calibrate_oag
-    eps_g: PositiveRatio | None = None  # None: calibrated (likewise beta and init_std)
-    beta: PositiveRatio | None = None
-    init_std: PositiveRatio | None = None
-    scale: PositiveRatio = 255.0  # pixels live in [0, scale] during the synthesis
-    ae_lr: PositiveRatio = 1e-3  # Adam rate of the autoencoder baseline
-    batch_size: int = Field(default=64, gt=0)  # images synthesized at once
-    calibration: OagCalibration
-
-    _kernel_odd = field_validator("kernel")(_odd)
-
-
-DefenseSpec = Annotated[NoneSpec | JpegSpec | BitDepthSpec | MedianSpec | HgdSpec | AdvaeSpec
-                        | EgcflSpec | GclnSpec | OagSpec, Field(discriminator="kind")]
-
-
-class TransferEntry(_Strict):
+class TransferEntry(Strict):
     """A defense slot's variant trained on some classifiers and attacked on others: white-box
     (AdvAE Table 3, HGD Table 4), or oblivious for OAG, which trains nothing (its Table III)."""
 
-    defense: Literal["hgd", "advae", "oag"]
+    defense: str  # a defense slot of kind hgd, advae or oag
     trained_on: list[str] = []  # AdvAE: the Eq. 8 ensemble; HGD: the guide; OAG: none
     evaluated_on: list[str] = Field(min_length=1)
     threat_model: Literal["whitebox", "oblivious"] = "whitebox"  # oblivious: crafted on the bare model
@@ -464,7 +248,7 @@ class TransferEntry(_Strict):
     training: DefenseTraining | None = None  # overrides the slot's training settings
 
 
-class TransferParams(_Strict):
+class TransferParams(Strict):
     """Model transfer of defenses (AdvAE Table 3, HGD Table 4, OAG Table III)."""
 
     zoo: dict[str, ClassifierParams] = {}  # extra classifiers beside target and substitute
@@ -475,12 +259,17 @@ class TransferParams(_Strict):
     def names(self) -> list[str]:
         return ["target", "substitute", *self.zoo]
 
+    @property
+    def runs(self) -> bool:
+        """Whether the profile has a ``transfer`` stage."""
+        return bool(self.grid or self.zoo)
 
-class AblationVariant(_Strict):
+
+class AblationVariant(Strict):
     """A trained defense slot retrained with some of its keys replaced (Table 7, the Qs sweep)."""
 
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
-    defense: Literal["hgd", "advae", "egcfl", "gcln", "oag"]
+    defense: str  # a defense slot: a trained kind, or oag
     set: dict[str, Any] = Field(min_length=1)  # keys of defenses.<defense> and their new values
     # the rows it gets: OAG's Tables IV-V are gray-box (oblivious) only
     threat_models: list[Literal["oblivious", "whitebox"]] = ["oblivious", "whitebox"]
@@ -490,7 +279,7 @@ class AblationVariant(_Strict):
         return type(slot).model_validate({**slot.model_dump(), **self.set})
 
 
-class AblationParams(_Strict):
+class AblationParams(Strict):
     """Ablations: EGC-FL's Gen_k at test time (Table 6), retrained variants, TDZ noise energy."""
 
     generations: list[Annotated[int, Field(gt=0)]] = []  # K values for the trained egcfl slot
@@ -499,8 +288,19 @@ class AblationParams(_Strict):
     n: int | None = Field(default=None, gt=0)  # test images per variant; None: evaluation.n
     noise_attack: str | None = None  # EGC-FL Fig. 4: noise energy before/after TDZ on its examples
 
+    @property
+    def runs(self) -> bool:
+        """Whether the profile has an ``ablation`` stage."""
+        return bool(self.generations or self.variants or self.noise_attack)
 
-class ProfileParams(_Strict):
+
+TRANSFER_KINDS = ("hgd", "advae", "oag")  # the kinds repurify.transfer implements
+# the registered kinds' specs, told apart by `kind`
+DefenseSpec = Annotated[reduce(operator.or_, [d.spec for d in registry().values()]),
+                        Field(discriminator="kind")]
+
+
+class ProfileParams(Strict):
     """One dataset setting: data, classifiers, attacks, defenses, evaluation and transfer."""
 
     description: str
@@ -514,16 +314,9 @@ class ProfileParams(_Strict):
 
     @model_validator(mode="after")
     def _cross_refs(self) -> ProfileParams:
-        from repurify.paths import DEFENSES, SLOT_KINDS
-
-        missing = [d for d in DEFENSES if d not in self.defenses]
-        if missing:
-            raise ValueError(f"defenses: missing {missing}; every profile configures {list(DEFENSES)}")
-        for name, kind in SLOT_KINDS.items():
-            if self.defenses[name].kind != kind:
-                stage = "calibrate_oag" if name == "oag" else f"train_defense_{name}"
-                raise ValueError(f"defenses.{name}.kind: the {name} slot is prepared by {stage} and "
-                                 f"must be {kind!r}")
+        if not self.defenses:
+            raise ValueError(f"defenses: none given; name at least one of the registered kinds "
+                             f"{list_purifiers()}")
         unknown = [a for a in self.evaluation.papernot.attacks if a not in self.attacks]
         if unknown:
             raise ValueError(f"evaluation.papernot.attacks: {unknown} are not keys of attacks")
@@ -531,7 +324,8 @@ class ProfileParams(_Strict):
             raise ValueError(f"evaluation.autograd_attacks: {unknown} are not keys of attacks")
         for slot, limit in self.evaluation.limits.items():
             if slot not in self.defenses:
-                raise ValueError(f"evaluation.limits.{slot}: not a defense slot; choose from {DEFENSES}")
+                raise ValueError(f"evaluation.limits.{slot}: not a defense slot; choose from "
+                                 f"{list(self.defenses)}")
             if unknown := [a for a in limit.whitebox_attacks or [] if a not in self.attacks]:
                 raise ValueError(f"evaluation.limits.{slot}.whitebox_attacks: {unknown} are not "
                                  "keys of attacks")
@@ -560,9 +354,10 @@ class ProfileParams(_Strict):
                 if unknown := [c for c in getattr(entry, key) if c not in tr.names()]:
                     raise ValueError(f"transfer.grid.{i}.{key}: {unknown} are not classifiers; "
                                      f"choose from {tr.names()}")
-            if entry.defense == "hgd" and len(entry.trained_on) != 1:
+            kind = self._slot_kind(f"transfer.grid.{i}.defense", entry.defense, TRANSFER_KINDS)
+            if kind == "hgd" and len(entry.trained_on) != 1:
                 raise ValueError(f"transfer.grid.{i}.trained_on: HGD is guided by one classifier")
-            if (entry.defense == "oag") == bool(entry.trained_on):
+            if (kind == "oag") == bool(entry.trained_on):
                 raise ValueError(f"transfer.grid.{i}.trained_on: give it for trained defenses only "
                                  "(OAG trains nothing)")
             for name, keys in entry.attacks.items():
@@ -570,12 +365,20 @@ class ProfileParams(_Strict):
                     raise ValueError(f"transfer.grid.{i}.attacks.{name}: not in evaluated_on")
                 if unknown := [a for a in keys if a not in self.attacks]:
                     raise ValueError(f"transfer.grid.{i}.attacks.{name}: {unknown} are not keys of attacks")
-        egcfl = self.defenses["egcfl"]
-        if egcfl.feedback and egcfl.converter_width < self.data.channels:
-            raise ValueError(f"defenses.egcfl.converter_width: {egcfl.converter_width} is below the "
-                             f"{self.data.channels} image channels U and V must carry")
+        for name, spec in self.defenses.items():
+            if spec.kind == "egcfl" and spec.feedback and spec.converter_width < self.data.channels:
+                raise ValueError(f"defenses.{name}.converter_width: {spec.converter_width} is below "
+                                 f"the {self.data.channels} image channels U and V must carry")
         self._check_ablation()
         return self
+
+    def _slot_kind(self, key: str, slot: str, kinds: tuple[str, ...]) -> str:
+        """The kind of defense slot ``slot``, which ``key`` names and which must be one of ``kinds``."""
+        if slot not in self.defenses:
+            raise ValueError(f"{key}: {slot!r} is not a defense slot; choose from {list(self.defenses)}")
+        if (kind := self.defenses[slot].kind) not in kinds:
+            raise ValueError(f"{key}: slot {slot!r} holds a {kind!r} defense; this runs {list(kinds)}")
+        return kind
 
     def _check_adaptive_images(self, slot: str) -> None:
         """Every white-box attack of ``slot`` covers the adaptive images, so the worst case can
@@ -607,7 +410,11 @@ class ProfileParams(_Strict):
         names = [v.name for v in ab.variants]
         if dupes := sorted({n for n in names if names.count(n) > 1}):
             raise ValueError(f"ablation.variants: names {dupes} are used twice")
+        if ab.generations or ab.noise_attack:
+            self._slot_kind("ablation.generations", "egcfl", ("egcfl",))
+        ablated = (*list_purifiers("train"), "oag")
         for i, v in enumerate(ab.variants):
+            self._slot_kind(f"ablation.variants.{i}.defense", v.defense, ablated)
             try:
                 v.spec(self.defenses[v.defense])
             except ValidationError as exc:
@@ -615,11 +422,17 @@ class ProfileParams(_Strict):
                 raise ValueError(f"ablation.variants.{i}.set: {problems}") from None
 
 
-class MlflowParams(_Strict):
+def prepared(profile: ProfileParams, how: str) -> list[str]:
+    """The profile's defense slots whose kind is prepared ``how`` (``train`` or ``calibrate``)."""
+    kinds = registry()
+    return [slot for slot, spec in profile.defenses.items() if kinds[spec.kind].prepare == how]
+
+
+class MlflowParams(Strict):
     experiment: str = Field(min_length=1)
 
 
-class Params(_Strict):
+class Params(Strict):
     """The whole of params.yaml."""
 
     profile: str

@@ -19,7 +19,7 @@ TRANSFER = "data/{profile}/transfer"  # folder: zoo classifiers and the grid's d
 TRANSFER_METRICS = "metrics/{profile}/transfer.json"
 ABLATION = "data/{profile}/ablation"  # folder: the retrained ablation variants
 ABLATION_METRICS = "metrics/{profile}/ablation.json"
-OAG_CALIBRATION = "metrics/{profile}/oag_calibration.json"  # OAG's T_N, eps_g, beta (Fig. 4)
+CALIBRATION = "metrics/{profile}/{defense}_calibration.json"  # what a calibrator chose (OAG: T_N)
 CHECKS = "metrics/{profile}/checks/{defense}.json"  # gradient-masking probes
 GRID = "reports/{profile}/figures/grid_{defense}.png"  # clean / adversarial / purified images
 FIGURE = "reports/{profile}/figures/{name}.png"  # the report's series plots
@@ -28,16 +28,14 @@ REPORT = "reports/{profile}/report.md"
 SUMMARY = "reports/{profile}/summary.json"
 
 ROLES = ("target", "substitute")
-DEFENSES = ("none", "jpeg", "bit_depth", "median_filter", "hgd", "advae", "egcfl", "gcln", "oag")
-TRAINED_DEFENSES = {d: d for d in ("hgd", "advae", "egcfl", "gcln")}  # slot -> the kind it must hold
-SLOT_KINDS = {**TRAINED_DEFENSES, "oag": "oag"}  # slots prepared by a stage of their own
+ARTIFACTS = {"train": DEFENSE, "calibrate": CALIBRATION}  # what a defense's preparing stage writes
 
 
-def artifact(defense: str) -> str | None:
-    """The template of what a slot's preparing stage writes (checkpoint, calibration), if any."""
-    if defense in TRAINED_DEFENSES:
-        return DEFENSE.replace("{defense}", defense)
-    return OAG_CALIBRATION if defense == "oag" else None
+def artifact(defense: str, prepare: str) -> str | None:
+    """The template of what the stage that prepares slot ``defense`` (``train`` or
+    ``calibrate``, the registry's ``prepare``) writes; None if nothing prepares it."""
+    template = ARTIFACTS.get(prepare)
+    return template and template.replace("{defense}", defense)
 
 
 def path(template: str, profile: str, **fields: str) -> str:

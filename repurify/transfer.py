@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from repurify.attacks import run_attack
-from repurify.defenses import TRAINERS, DefendedModel, Purifier, save_defense
+from repurify.defenses import DefendedModel, Purifier, get, save_defense
 from repurify.defenses.oag import OAG, settings
 from repurify.evaluation import Scoring, agreement, attack_row, predict, whitebox_rows, without_scores
 from repurify.models.classifier import Classifier
@@ -75,7 +75,7 @@ def run_grid(profile: ProfileParams, classifiers: dict[str, Classifier], train: 
         else:
             spec = variant(profile.defenses[entry.defense], entry)
             gen = torch.Generator().manual_seed(seed + 1000 + i)
-            purifier, hist, _ = TRAINERS[spec.kind](spec, *train, classifiers, device=device, gen=gen)
+            purifier, hist, _ = get(spec.kind).fit(spec, *train, classifiers, device=device, gen=gen)
             trained_on = label(entry.trained_on)
             save_defense(out_dir / f"{i}_{entry.defense}.pt", purifier.cpu(), spec,
                          {"image_shape": list(x_test.shape[1:]), "trained_on": entry.trained_on})

@@ -7,20 +7,15 @@ import contextlib
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TextIO
-
-import torch
+from typing import Any, TextIO
 
 from repurify import paths
-from repurify.data import load_dataset
-from repurify.defenses import DefendedModel, build_purifier
-from repurify.errors import CheckpointError, RepurifyError
-from repurify.evaluation import EvalData, load_eval_data
+from repurify.defenses import get, load_calibration
+from repurify.errors import CheckpointError, ParamsError, RepurifyError
 from repurify.io import load_torch
 from repurify.models import load_classifier
 from repurify.models.classifier import Classifier
 from repurify.params import Params, load_params
-from repurify.runtime import seed_everything
 
 
 class _Tee:
@@ -79,6 +74,8 @@ def run_stage(name: str, doc: str, body: Callable[[Params, argparse.Namespace], 
         try:
             params = load_params(args.params, args.profile)
             args.device = args.device or params.device
+            if getattr(args, "defense", None) is not None:  # a per-defense stage: a slot of the profile
+                defense_slot(params, args.defense)
             body(params, args)
         except RepurifyError as exc:
             print(f"error [{name}]: {exc}", file=sys.stderr)
@@ -103,13 +100,24 @@ def load_cached_attacks(profile: str, role: str) -> dict:
     return cached
 
 
-def load_defended(params: Params, defense: str, device: torch.device) -> tuple[DefendedModel, EvalData]:
-    """The evaluated test images and ``defense`` (built after seeding) before the frozen target."""
-    profile, prof = params.profile, params.active
-    target = load_classifiers(params, ("target",))["target"]
-    data = load_eval_data(load_dataset(paths.path(paths.DATASET, profile)).split, prof, target, device)
-    seed_everything(params.seed)
-    artifact = paths.artifact(defense)
-    purifier = build_purifier(prof.defenses[defense], artifact and paths.path(artifact, profile), defense,
-                              tuple(data.x.shape[1:]), seed=params.seed)
-    return DefendedModel(purifier, target).to(device).eval(), data
+def add_defense_arg(ap: argparse.ArgumentParser) -> None:
+    """``--defense SLOT``: the profile's defense slot a per-defense stage runs on."""
+    ap.add_argument("--defense", required=True, help="a key of the profile's `defenses`")
+
+
+def defense_slot(params: Params, defense: str, prepare: str | None = None) -> Any:
+    """The spec of slot ``defense``, checked to exist (and to be prepared by ``prepare``)."""
+    prof = params.active
+    if defense not in prof.defenses:
+        raise ParamsError(f"--defense {defense}: not a defense of profile {params.profile!r}; choose "
+                          f"from {list(prof.defenses)} (profiles.{params.profile}.defenses)")
+    spec = prof.defenses[defense]
+    if prepare is not None and get(spec.kind).prepare != prepare:
+        raise ParamsError(f"--defense {defense}: its kind {spec.kind!r} is not prepared by `{prepare}`")
+    return spec
+
+
+def calibration(params: Params, defense: str) -> dict[str, Any]:
+    """What ``calibrate_<defense>`` chose for the profile's slot ``defense``."""
+    return load_calibration(paths.path(paths.CALIBRATION, params.profile, defense=defense),
+                            defense_slot(params, defense, "calibrate"), defense)

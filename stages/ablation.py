@@ -11,14 +11,13 @@ from repurify import paths
 from repurify.ablation import run_ablation
 from repurify.data import load_dataset
 from repurify.defenses import load_defense
-from repurify.defenses.oag import load_calibration
 from repurify.evaluation import load_eval_data
 from repurify.io import atomic_dir, write_json
 from repurify.params import Params
 from repurify.runtime import resolve_device, seed_everything
 from repurify.tracking import stage_run
 from repurify.training import to_unit
-from stages._cli import load_cached_attacks, load_classifiers, run_stage
+from stages._cli import calibration, load_cached_attacks, load_classifiers, run_stage
 
 
 def ablation(params: Params, args: argparse.Namespace) -> None:
@@ -27,9 +26,11 @@ def ablation(params: Params, args: argparse.Namespace) -> None:
     ds = load_dataset(paths.path(paths.DATASET, profile))
     classifiers = load_classifiers(params)
     cached = load_cached_attacks(profile, "target")
-    egcfl = load_defense(paths.path(paths.DEFENSE, profile, defense="egcfl"), prof.defenses["egcfl"],
-                         "egcfl", tuple(ds.image_shape))
-    oag_chosen = load_calibration(paths.path(paths.OAG_CALIBRATION, profile), prof.defenses["oag"], "oag")
+    ab = prof.ablation
+    egcfl = (load_defense(paths.path(paths.DEFENSE, profile, defense="egcfl"), prof.defenses["egcfl"],
+                          "egcfl", tuple(ds.image_shape)) if ab.generations or ab.noise_attack else None)
+    oag_chosen = calibration(params, "oag") if any(
+        prof.defenses[v.defense].kind == "oag" for v in ab.variants) else {}
     s = ds.split
     data = load_eval_data(s, prof, classifiers["target"], device)  # the images of the cached attacks
     seed_everything(params.seed)

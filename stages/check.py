@@ -17,7 +17,8 @@ from repurify.params import Params
 from repurify.plots import image_grid
 from repurify.runtime import resolve_device
 from repurify.tracking import stage_run
-from stages._cli import load_cached_attacks, load_defended, run_stage
+from stages._cli import add_defense_arg, load_cached_attacks, run_stage
+from stages._defended import load_defended
 
 
 def check(params: Params, args: argparse.Namespace) -> None:
@@ -47,9 +48,5 @@ def check(params: Params, args: argparse.Namespace) -> None:
               f"zero gradients {result['zero_gradient']}")
 
 
-def _args(ap: argparse.ArgumentParser) -> None:
-    ap.add_argument("--defense", required=True, choices=paths.DEFENSES, help="defense to probe")
-
-
 if __name__ == "__main__":
-    sys.exit(run_stage("check", __doc__, check, add_args=_args))
+    sys.exit(run_stage("check", __doc__, check, add_args=add_defense_arg))

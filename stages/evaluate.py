@@ -12,14 +12,15 @@ from repurify.io import write_json
 from repurify.params import Params
 from repurify.runtime import resolve_device
 from repurify.tracking import stage_run
-from stages._cli import load_cached_attacks, load_defended, run_stage
+from stages._cli import add_defense_arg, defense_slot, load_cached_attacks, run_stage
+from stages._defended import load_defended
 
 
 def evaluate(params: Params, args: argparse.Namespace) -> None:
     profile, prof, defense = params.profile, params.active, args.defense
     device = resolve_device(args.device)
     cached = {role: load_cached_attacks(profile, role) for role in paths.ROLES}
-    spec = prof.defenses[defense]
+    spec = defense_slot(params, defense)
     defended, data = load_defended(params, defense, device)
     with stage_run("evaluate", params, defense=defense) as run:
         result = evaluate_defense(defended, prof, data, cached, seed=params.seed, device=device,
@@ -43,9 +44,5 @@ def evaluate(params: Params, args: argparse.Namespace) -> None:
               f"{len(result['results'])} attack rows")
 
 
-def _args(ap: argparse.ArgumentParser) -> None:
-    ap.add_argument("--defense", required=True, choices=paths.DEFENSES, help="defense to evaluate")
-
-
 if __name__ == "__main__":
-    sys.exit(run_stage("evaluate", __doc__, evaluate, add_args=_args))
+    sys.exit(run_stage("evaluate", __doc__, evaluate, add_args=add_defense_arg))

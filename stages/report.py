@@ -12,7 +12,7 @@ from repurify import paths, plots
 from repurify.claims import compare, load_claims
 from repurify.io import load_json, write_json, write_text
 from repurify.masking import assess
-from repurify.params import Params, ProfileParams
+from repurify.params import Params, ProfileParams, prepared
 from repurify.report import collapsed, render_markdown, summary_rows
 from repurify.tracking import stage_run
 from stages._cli import run_stage
@@ -21,17 +21,19 @@ CLAIMS = "reference/claims.yaml"
 
 
 def series(prof: ProfileParams, evaluations: dict, probes: dict, ablation: dict,
-           calibration: dict) -> dict[str, plots.Rows]:
-    """The rows of every plot in :data:`repurify.plots.PLOTS`."""
-    q_variants = {v.name: v.spec(prof.defenses["gcln"]).q for v in prof.ablation.variants
+           calibration: dict | None) -> dict[str, plots.Rows]:
+    """The rows of every plot in :data:`repurify.plots.PLOTS` (empty where the profile lacks the
+    defense or the experiment a plot shows)."""
+    gcln = prof.defenses.get("gcln")
+    q_variants = {v.name: v.spec(gcln).q for v in prof.ablation.variants
                   if v.defense == "gcln" and "q" in v.set}
     return {
         "eps_sweep": plots.eps_sweep_rows(probes),
         "iterations": plots.iteration_rows(probes),
         "gen_k": plots.gen_k_rows(ablation),
-        "qs_sweep": plots.key_sweep_rows(ablation, q_variants, "q", prof.defenses["gcln"].q,
-                                         evaluations["gcln"]["results"]),
-        "oag_steps": plots.oag_step_rows(calibration),
+        "qs_sweep": plots.key_sweep_rows(ablation, q_variants, "q", gcln.q,
+                                         evaluations["gcln"]["results"]) if gcln else [],
+        "oag_steps": plots.oag_step_rows(calibration) if calibration else [],
         "noise_energy": plots.noise_energy_rows(ablation),
     }
 
@@ -40,21 +42,24 @@ def report(params: Params, args: argparse.Namespace) -> None:
     profile, prof = params.profile, params.active
     claims = load_claims(CLAIMS)
     classifiers = load_json(paths.path(paths.CLASSIFIER_METRICS, profile), "train_classifier")
+    slots = list(prof.defenses)
     evaluations = {d: load_json(paths.path(paths.EVALUATION, profile, defense=d), f"evaluate_{d}")
-                   for d in paths.DEFENSES}
-    probes = {d: load_json(paths.path(paths.CHECKS, profile, defense=d), f"check_{d}")
-              for d in paths.DEFENSES}
+                   for d in slots}
+    probes = {d: load_json(paths.path(paths.CHECKS, profile, defense=d), f"check_{d}") for d in slots}
     trained = {d: load_json(paths.path(paths.DEFENSE_METRICS, profile, defense=d), f"train_defense_{d}")
-               for d in paths.TRAINED_DEFENSES}
-    transfer = load_json(paths.path(paths.TRANSFER_METRICS, profile), "transfer")
+               for d in prepared(prof, "train")}
+    transfer = (load_json(paths.path(paths.TRANSFER_METRICS, profile), "transfer")
+                if prof.transfer.runs else {"zoo": {}, "rows": []})
     num_classes = len(load_json(paths.path(paths.MANIFEST, profile), "fetch_data")["classes"])
-    ablation = load_json(paths.path(paths.ABLATION_METRICS, profile), "ablation")
-    calibration = load_json(paths.path(paths.OAG_CALIBRATION, profile), "calibrate_oag")
+    ablation = (load_json(paths.path(paths.ABLATION_METRICS, profile), "ablation")
+                if prof.ablation.runs else {"rows": []})
+    calibration = (load_json(paths.path(paths.CALIBRATION, profile, defense="oag"), "calibrate_oag")
+                   if "oag" in prepared(prof, "calibrate") else None)
     with stage_run("report", params) as run:
         rows = summary_rows(evaluations)
         bare = {name: c["clean_accuracy"] for name, c in {**classifiers, **transfer["zoo"]}.items()}
         transfer = {**transfer, "collapsed": collapsed(transfer["rows"], num_classes, bare)}
-        masking = {d: assess(evaluations[d], probes[d]) for d in paths.DEFENSES}
+        masking = {d: assess(evaluations[d], probes[d]) for d in slots}
         comparison = compare(claims, prof, evaluations)
         report_dir = os.path.dirname(paths.path(paths.REPORT, profile))
         figures = {}
@@ -63,7 +68,7 @@ def report(params: Params, args: argparse.Namespace) -> None:
             plots.write_csv(paths.path(paths.PLOT_DATA, profile, name=name), plot, data)
             plots.draw(png, plot, data)
             figures[plot.title] = os.path.relpath(png, report_dir)
-        for d in paths.DEFENSES:
+        for d in slots:
             figures[f"{d}: clean / adversarial / purified"] = os.path.relpath(
                 paths.path(paths.GRID, profile, defense=d), report_dir)
         write_json(paths.path(paths.SUMMARY, profile), {

@@ -1,4 +1,5 @@
-"""Stage train_defense: train one purifier (HGD, AdvAE) in front of the frozen classifiers."""
+"""Stage train_defense: train one purifier (HGD, AdvAE, EGC-FL, GCLN, ...) in front of the
+frozen classifiers."""
 
 from __future__ import annotations
 
@@ -7,26 +8,26 @@ import sys
 
 from repurify import paths
 from repurify.data import load_dataset
-from repurify.defenses import TRAINERS, DefendedModel, save_defense
+from repurify.defenses import DefendedModel, get, save_defense
 from repurify.io import write_json
 from repurify.params import Params
 from repurify.runtime import resolve_device, seed_everything
 from repurify.tracking import stage_run
 from repurify.training import accuracy, to_unit
-from stages._cli import load_classifiers, run_stage
+from stages._cli import add_defense_arg, defense_slot, load_classifiers, run_stage
 
 
 def train_defense(params: Params, args: argparse.Namespace) -> None:
     profile, prof, name = params.profile, params.active, args.defense
-    spec = prof.defenses[name]
+    spec = defense_slot(params, name, "train")
     device = resolve_device(args.device)
     ds = load_dataset(paths.path(paths.DATASET, profile))
     classifiers = load_classifiers(params)  # every input is checked before training starts
     s = ds.split
     gen = seed_everything(params.seed)
     with stage_run("train_defense", params, defense=name) as run:
-        purifier, hist, info = TRAINERS[spec.kind](spec, to_unit(s.x_train), s.y_train, classifiers,
-                                                   device=device, gen=gen)
+        purifier, hist, info = get(spec.kind).fit(spec, to_unit(s.x_train), s.y_train, classifiers,
+                                                  device=device, gen=gen)
         clean = accuracy(DefendedModel(purifier, classifiers["target"]), s.x_test, s.y_test, device)
         save_defense(paths.path(paths.DEFENSE, profile, defense=name), purifier.cpu(), spec, {
             "image_shape": list(ds.image_shape), "profile": profile, "defense": name,
@@ -47,10 +48,5 @@ def train_defense(params: Params, args: argparse.Namespace) -> None:
               f"{hist.best_epoch + 1}/{len(hist.val_loss)}; clean test accuracy {clean:.4f}")
 
 
-def _args(ap: argparse.ArgumentParser) -> None:
-    ap.add_argument("--defense", required=True, choices=sorted(paths.TRAINED_DEFENSES),
-                    help="trained defense to fit")
-
-
 if __name__ == "__main__":
-    sys.exit(run_stage("train_defense", __doc__, train_defense, add_args=_args))
+    sys.exit(run_stage("train_defense", __doc__, train_defense, add_args=add_defense_arg))

@@ -7,7 +7,6 @@ import sys
 
 from repurify import paths
 from repurify.data import load_dataset
-from repurify.defenses.oag import load_calibration
 from repurify.io import atomic_dir, write_json
 from repurify.models.classifier import save_classifier
 from repurify.params import Params
@@ -15,7 +14,7 @@ from repurify.runtime import resolve_device, seed_everything
 from repurify.tracking import stage_run
 from repurify.training import fit_classifier, to_unit
 from repurify.transfer import run_grid
-from stages._cli import load_classifiers, run_stage
+from stages._cli import calibration, load_classifiers, run_stage
 
 
 def transfer(params: Params, args: argparse.Namespace) -> None:
@@ -24,8 +23,7 @@ def transfer(params: Params, args: argparse.Namespace) -> None:
     device = resolve_device(args.device)
     ds = load_dataset(paths.path(paths.DATASET, profile))
     classifiers = load_classifiers(params)
-    oag_chosen = (load_calibration(paths.path(paths.OAG_CALIBRATION, profile), prof.defenses["oag"], "oag")
-                  if any(e.defense == "oag" for e in tr.grid) else None)
+    oag_chosen = calibration(params, "oag") if any(e.defense == "oag" for e in tr.grid) else None
     s = ds.split
     with stage_run("transfer", params) as run, atomic_dir(paths.path(paths.TRANSFER, profile)) as out:
         zoo = {}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,6 +31,9 @@ def copy_repo(dest: Path, profile: str | None = None) -> Path:
         params = dest / "params.yaml"
         text = params.read_text()
         params.write_text(text.replace("\nprofile: digits\n", f"\nprofile: {profile}\n", 1))
+        # the profile's own stages: dvc.yaml and the SLURM profile follow its defenses
+        subprocess.run([sys.executable, "-m", "workflow.dag"], cwd=dest, env=stage_env(dest),
+                       check=True, capture_output=True)
     return dest
 
 

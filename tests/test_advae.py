@@ -7,9 +7,9 @@ import torch
 import torch.nn.functional as F
 
 from repurify.defenses import DefendedModel
-from repurify.defenses.advae import AdvaeObjective, ConvAE, UNetAE, build_autoencoder, pgd_inner
+from repurify.defenses.advae import AdvaeObjective, AdvaeSpec, ConvAE, UNetAE, build_autoencoder, pgd_inner
 from repurify.models import build_classifier
-from repurify.params import AdvaeSpec, PgdBudget
+from repurify.schema import PgdBudget
 
 TRAINING = {"epochs": 1, "batch_size": 8, "lr_decay": 0.5, "plateau_patience": 4}
 

@@ -10,7 +10,7 @@ from torch import nn
 from repurify.attacks import run_attack
 from repurify.checks import eot_snr, eps_sweep, probe, randomness, square, zero_gradients
 from repurify.defenses import DefendedModel, Identity, Purifier
-from repurify.defenses.baselines import BitDepth
+from repurify.defenses.bit_depth import BitDepth
 from repurify.evaluation import Scoring, predict
 from repurify.params import BimSpec, ChecksParams, PgdSpec
 

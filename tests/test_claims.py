@@ -10,9 +10,9 @@ import pytest
 import yaml
 
 from repurify.claims import PAPERS, Claims, compare, load_claims, matching_attack
+from repurify.defenses import list_purifiers
 from repurify.errors import ParamsError
 from repurify.params import load_params
-from repurify.paths import DEFENSES
 from tests.repo_copy import ROOT
 
 CLAIMS = ROOT / "reference/claims.yaml"
@@ -73,7 +73,7 @@ def _evaluations(acc: float) -> dict[str, dict[str, Any]]:
             for t, s in (("oblivious", "target"), ("blackbox", "transfer"), ("whitebox", None),
                          ("whitebox", "autograd"))]
     rows.append({"attack": "pgd", "threat_model": "blackbox", "source": "papernot", "accuracy": acc})
-    return {d: {"clean_accuracy": 0.9, "results": rows} for d in DEFENSES}
+    return {d: {"clean_accuracy": 0.9, "results": rows} for d in list_purifiers()}
 
 
 def test_digits_compares_nothing_and_says_why(claims: Claims) -> None:

@@ -10,14 +10,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from workflow.dag import STAGES, render_dvc
+from workflow.dag import active_profile, main, render_dvc, stages
 
 ROOT = Path(__file__).resolve().parent.parent
-PROFILE = "digits"  # params.yaml's profile, which `dvc` interpolates
+PROFILE, PROF = active_profile()  # params.yaml's profile, which `dvc` interpolates
+STAGES = stages(PROF)
 
 
-def test_committed_dvc_yaml_is_fresh() -> None:
-    assert (ROOT / "dvc.yaml").read_text() == render_dvc(), "run `python -m workflow.dag`"
+def test_committed_dvc_yaml_and_slurm_profile_are_fresh() -> None:
+    assert (ROOT / "dvc.yaml").read_text() == render_dvc(PROF), "run `python -m workflow.dag`"
+    assert main(["--check"]) == 0
 
 
 def _dvc_view() -> dict[str, dict]:

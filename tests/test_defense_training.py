@@ -10,9 +10,9 @@ from torch import nn
 
 from repurify.defenses import build_purifier, save_defense
 from repurify.defenses.fitting import fit, split_validation
-from repurify.defenses.hgd import build_denoiser
+from repurify.defenses.hgd import HgdSpec, build_denoiser
 from repurify.errors import CheckpointError
-from repurify.params import DefenseTraining, HgdSpec
+from repurify.schema import DefenseTraining
 
 
 def _cfg(**kw) -> DefenseTraining:

@@ -10,8 +10,10 @@ from torch import nn
 
 from repurify.attacks.base import Goal, input_gradient
 from repurify.defenses import DefendedModel, Identity, Purifier, bpda, build_purifier
-from repurify.defenses.baselines import BitDepth, Jpeg, MedianFilter
-from repurify.params import BitDepthSpec, JpegSpec, MedianSpec, NoneSpec
+from repurify.defenses.bit_depth import BitDepth, BitDepthSpec
+from repurify.defenses.jpeg import Jpeg, JpegSpec
+from repurify.defenses.median_filter import MedianFilter, MedianSpec
+from repurify.defenses.none import NoneSpec
 
 
 class _Linear(nn.Module):

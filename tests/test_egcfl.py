@@ -7,10 +7,9 @@ import torch
 
 from repurify.ablation import noise_energy
 from repurify.defenses import DefendedModel, bpda
-from repurify.defenses.egcfl import EGCFL, TDZ, EgcflLoss, train_egcfl
+from repurify.defenses.egcfl import EGCFL, TDZ, EgcflLoss, EgcflSpec, train_egcfl
 from repurify.defenses.perceptual import feature_network
 from repurify.models import build_classifier
-from repurify.params import EgcflSpec
 
 TRAINING = {"epochs": 2, "batch_size": 8, "lr_decay": 0.5, "plateau_patience": 1, "train_limit": 24}
 

@@ -13,6 +13,7 @@ from repurify.defenses.dct import BlockDCT
 from repurify.defenses.gcln import (
     CleanSet,
     Detector,
+    GclnSpec,
     GclnTraining,
     Generator,
     QuantizedTransform,
@@ -24,7 +25,7 @@ from repurify.defenses.gcln import (
 from repurify.defenses.perceptual import feature_network
 from repurify.evaluation import Scoring, whitebox_rows
 from repurify.models import build_classifier
-from repurify.params import GclnSpec, PgdSpec
+from repurify.params import PgdSpec
 
 TRAINING = {"epochs": 2, "batch_size": 8, "lr_decay": 0.5, "plateau_patience": 1, "train_limit": 24}
 

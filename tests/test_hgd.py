@@ -6,10 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from repurify.defenses.hgd import DUNET, Ensemble, GuidedLoss, training_set
+from repurify.defenses.hgd import DUNET, Ensemble, GuidedLoss, HgdSpec, training_set
 from repurify.models import build_classifier
 from repurify.models.features import ConvFeatures
-from repurify.params import HgdSpec
 
 TRAINING = {"epochs": 1, "batch_size": 8, "lr_decay": 0.1, "plateau_patience": 1}
 

@@ -3,11 +3,11 @@ fixes the verdict get that verdict from the full checklist (attacks, adaptive se
 verdicts), as AutoAttack's ``checks.py`` and the binarization test of Zimmermann et al. (2022)
 calibrate theirs.
 
-* an honest identity: ``not detected``;
-* shattered gradients, a hard threshold whose gradient is zero: ``suspected`` (zero gradients);
+* the registry's known-answer purifiers (``known_answer``): an honest identity, ``not detected``;
+  shattered gradients, a hard threshold whose gradient is zero: ``suspected`` (zero gradients);
+  stochastic, large input noise the purifier does not declare: ``suspected`` (randomness);
 * vanishing gradients, logits scaled by 1e4 (softmax saturates, cross-entropy gradients are 0):
   ``suspected`` (zero gradients);
-* stochastic, large input noise the purifier does not declare: ``suspected`` (randomness);
 
 and AutoAttack's ``rand`` version judged point by point on multi-draw estimates beats the
 package's own loop against a noisy model.
@@ -25,7 +25,7 @@ from repurify.attacks import run_attack
 from repurify.attacks.autoattack import autoattack
 from repurify.attacks.base import Goal
 from repurify.checks import probe
-from repurify.defenses import DefendedModel, Identity, Purifier
+from repurify.defenses import BuildContext, DefendedModel, Identity, get, list_purifiers
 from repurify.evaluation import Scoring, adaptive_rows, scored_row, whitebox_rows
 from repurify.masking import assess
 from repurify.params import AdaptiveParams, ChecksParams, FgsmSpec, PgdSpec
@@ -34,21 +34,6 @@ from repurify.stats import paired
 from repurify.worst_case import worst_case
 
 CLASSES, N, EPS = 10, 60, 0.15
-
-
-class _Threshold(Purifier):
-    """Binarizes the image at 0.5 through autograd's rounding: piecewise constant, gradient 0,
-    and declared differentiable, so no BPDA rescues the attack."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.round(x)
-
-
-class _Noise(Purifier):
-    """Large input noise, declared deterministic."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x + 0.3 * torch.randn_like(x)).clamp(0, 1)
 
 
 class _Scaled(nn.Module):
@@ -116,22 +101,25 @@ def _status(result: dict[str, Any]) -> dict[str, str]:
     return {c["name"]: c["status"] for c in result["checks"]}
 
 
-@pytest.mark.slow
-def test_honest_identity_is_not_detected(task) -> None:
-    model, x, y = task
-    result = _instrument(DefendedModel(Identity(), model), model, x, y)
-    assert result["verdict"] == "not detected", result["checks"]
-    assert result["worst_case"] < 1.0  # the attacks do bite: the verdict is not vacuous
+# the check each suspected known answer must fail: its reason, not merely some reason
+REASON = {"threshold": "non-zero gradients", "input_noise": "randomness -> EOT"}
+KNOWN = [k for k in list_purifiers() if get(k).known_answer]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("purifier", "check"), [(_Threshold, "non-zero gradients"),  # shattered
-                                                 (_Noise, "randomness -> EOT")])  # stochastic
-def test_masking_purifiers_are_suspected_for_their_own_reason(task, purifier, check: str) -> None:
+@pytest.mark.parametrize("kind", KNOWN)
+def test_known_answer_purifiers_get_their_verdict(task, kind: str) -> None:
+    """The registry's known-answer purifiers: an honest identity is not detected, a shattered
+    threshold and undeclared input noise are suspected for their own reason."""
     model, x, y = task
-    result = _instrument(DefendedModel(purifier(), model), model, x, y)
-    assert result["verdict"] == "suspected"
-    assert _status(result)[check] == "fail"
+    entry = get(kind)
+    purifier = entry.build(entry.spec.model_validate(entry.example), BuildContext(tuple(x.shape[1:])))
+    result = _instrument(DefendedModel(purifier, model), model, x, y)
+    assert result["verdict"] == entry.known_answer, result["checks"]
+    if kind in REASON:
+        assert _status(result)[REASON[kind]] == "fail"
+    else:
+        assert result["worst_case"] < 1.0  # the attacks do bite: the verdict is not vacuous
 
 
 @pytest.mark.slow

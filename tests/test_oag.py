@@ -12,10 +12,9 @@ import torch.nn.functional as F
 
 from repurify.calibration import calibrate, stop_step
 from repurify.defenses import DefendedModel, bpda, build_purifier
-from repurify.defenses.oag import OAG, EnergyNets, Settings, _generators, synthesize, synthesize_loop
+from repurify.defenses.oag import OAG, EnergyNets, OagSpec, Settings, _generators, synthesize, synthesize_loop
 from repurify.errors import CheckpointError
 from repurify.models import build_classifier
-from repurify.params import OagSpec
 
 S = Settings(network_steps=6, image_steps=4, eps_g=1.0, beta=1e-4, init_std=0.01, kernel=3, filters=4)
 
@@ -147,17 +146,18 @@ def _spec(**kw) -> OagSpec:
 
 def test_calibration_picks_the_best_peak_and_its_stop_step() -> None:
     x, y = _images(12), torch.arange(12) % 10
-    result = calibrate(_spec(), _classifier(), x, y, seed=0, device=torch.device("cpu"))
+    result, series = calibrate(_spec(), _classifier(), x, y, seed=0, device=torch.device("cpu"))
     cands = result["candidates"]
     assert len(cands) == 2 and all(len(c["curve"]) == 5 for c in cands)
     best = max(cands, key=lambda c: c["peak"])
     assert result["chosen"] == {"eps_g": best["eps_g"], "beta": 1e-4, "init_std": 0.01,
                                 "network_steps": best["stop_step"]}
-    pinned = calibrate(_spec(eps_g=0.5, network_steps=2), _classifier(), x, y, seed=0,
-                       device=torch.device("cpu"))
+    assert series == {"noisy_synthesis_accuracy": best["curve"]}
+    pinned, _ = calibrate(_spec(eps_g=0.5, network_steps=2), _classifier(), x, y, seed=0,
+                          device=torch.device("cpu"))
     assert [c["eps_g"] for c in pinned["candidates"]] == [0.5]
     assert pinned["chosen"]["network_steps"] == 2
-    assert result == calibrate(_spec(), _classifier(), x, y, seed=0, device=torch.device("cpu"))
+    assert (result, series) == calibrate(_spec(), _classifier(), x, y, seed=0, device=torch.device("cpu"))
 
 
 def test_purifier_needs_a_matching_calibration(tmp_path) -> None:

@@ -151,21 +151,30 @@ def test_unknown_key_is_rejected(raw: dict[str, Any]) -> None:
         validate_params(bad)
 
 
-def test_every_defense_is_configured(raw: dict[str, Any]) -> None:
-    bad = copy.deepcopy(raw)
-    del bad["profiles"]["smoke"]["defenses"]["jpeg"]
-    with pytest.raises(ParamsError, match=r"profiles\.smoke\.defenses: missing \[.jpeg.\]"):
+def test_a_profile_runs_any_subset_of_the_registry(raw: dict[str, Any]) -> None:
+    few = copy.deepcopy(raw)
+    prof = few["profiles"]["smoke"]
+    prof["defenses"] = {"none": prof["defenses"]["none"], "blur": {"kind": "median_filter", "kernel": 3}}
+    prof["transfer"], prof["ablation"], prof["evaluation"]["limits"] = {}, {}, {}
+    assert list(validate_params(few, profile="smoke").active.defenses) == ["none", "blur"]
+    prof["defenses"] = {}
+    with pytest.raises(ParamsError, match=r"profiles\.smoke\.defenses: none given; name at least one "
+                                          r"of the registered kinds \['advae'"):
+        validate_params(few)
+    bad = _set(raw, "profiles.smoke.defenses.jpeg", {"kind": "pixeldefend"})
+    with pytest.raises(ParamsError, match=r"profiles\.smoke\.defenses\.jpeg\.kind: .*'pixeldefend'"):
         validate_params(bad)
 
 
-def test_trained_defense_slots_hold_their_kind(raw: dict[str, Any]) -> None:
+def test_experiments_name_slots_of_the_kind_they_run(raw: dict[str, Any]) -> None:
     bad = _set(raw, "profiles.smoke.defenses.hgd", {"kind": "jpeg", "quality": 50})
-    with pytest.raises(ParamsError, match=r"profiles\.smoke\.defenses\.hgd\.kind: the hgd slot is "
-                                          r"prepared by train_defense_hgd and must be 'hgd'"):
+    with pytest.raises(ParamsError, match=r"profiles\.smoke\.transfer\.grid\.1\.defense: slot 'hgd' "
+                                          r"holds a 'jpeg' defense; this runs \['hgd', 'advae', 'oag'\]"):
         validate_params(bad)
-    bad = _set(raw, "profiles.smoke.defenses.oag", {"kind": "none"})
-    with pytest.raises(ParamsError, match=r"defenses\.oag\.kind: the oag slot is prepared by "
-                                          r"calibrate_oag and must be 'oag'"):
+    bad = copy.deepcopy(raw)
+    del bad["profiles"]["smoke"]["defenses"]["egcfl"]
+    with pytest.raises(ParamsError, match=r"profiles\.smoke\.ablation\.generations: 'egcfl' is not a "
+                                          r"defense slot"):
         validate_params(bad)
 
 

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 if TYPE_CHECKING:
-    from repurify.params import DataParams
+    from repurify.data.params import DataParams
 
 
 @dataclass(frozen=True)

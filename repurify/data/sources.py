@@ -20,7 +20,7 @@ from repurify.data.base import Split, register
 from repurify.errors import DataUnavailableError
 
 if TYPE_CHECKING:
-    from repurify.params import DataParams
+    from repurify.data.params import DataParams
 
 
 @register("digits")

@@ -1,48 +1,33 @@
-"""Defenses: the purifier interface, BPDA, baselines, trained purifiers, a factory from params."""
+"""Defenses: the purifier interface, BPDA, the registry of defense kinds, and a factory that
+builds the purifier a ``defenses.<name>`` entry describes."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from repurify.defenses.advae import train_advae
 from repurify.defenses.base import DefendedModel, Identity, Purifier, bpda, nondifferentiable
-from repurify.defenses.baselines import BitDepth, Jpeg, MedianFilter
-from repurify.defenses.checkpoint import load_defense, save_defense
-from repurify.defenses.egcfl import train_egcfl
-from repurify.defenses.gcln import train_gcln
-from repurify.defenses.hgd import train_hgd
-from repurify.defenses.oag import OAG, load_calibration, settings
+from repurify.defenses.checkpoint import load_calibration, load_defense, save_defense
+from repurify.defenses.registry import BuildContext, PurifierDef, get, list_purifiers, registry
 
-__all__ = ["TRAINERS", "DefendedModel", "Identity", "Purifier", "bpda", "build_purifier",
-           "load_defense", "nondifferentiable", "save_defense"]
-
-# kind -> trainer(spec, x, y, classifiers, ...)
-TRAINERS = {"hgd": train_hgd, "advae": train_advae, "egcfl": train_egcfl, "gcln": train_gcln}
+__all__ = ["BuildContext", "DefendedModel", "Identity", "Purifier", "PurifierDef", "bpda",
+           "build_purifier", "get", "list_purifiers", "load_calibration", "load_defense",
+           "nondifferentiable", "registry", "save_defense"]
 
 
-def build_purifier(spec: Any, checkpoint: str | Path | None = None, name: str = "",
+def build_purifier(spec: Any, artifact: str | Path | None = None, name: str = "",
                    image_shape: tuple[int, ...] = (), seed: int = 0) -> Purifier:
     """Instantiate the purifier a ``profiles.<p>.defenses.<name>`` entry describes.
 
-    Trained kinds are loaded from ``checkpoint`` and checked against ``spec``; OAG reads its
-    calibration from ``checkpoint`` and draws its randomness from ``seed``.
+    A trained kind is loaded from its checkpoint ``artifact`` and checked against ``spec``; a
+    calibrated one reads what its calibrator chose from ``artifact``. ``seed`` seeds its
+    randomness.
     """
-    if spec.kind in TRAINERS:
-        if checkpoint is None:
-            raise ValueError(f"defense kind {spec.kind!r} is trained: give its checkpoint")
-        return load_defense(checkpoint, spec, name, image_shape)
-    if spec.kind == "oag":
-        if checkpoint is None:
-            raise ValueError("defense kind 'oag' is calibrated: give its calibration file")
-        chosen = load_calibration(str(checkpoint), spec, name)
-        return OAG(settings(spec, chosen), seed, spec.batch_size)
-    if spec.kind == "none":
-        return Identity()
-    if spec.kind == "jpeg":
-        return Jpeg(spec.quality)
-    if spec.kind == "bit_depth":
-        return BitDepth(spec.bits)
-    if spec.kind == "median_filter":
-        return MedianFilter(spec.kernel)
-    raise KeyError(f"no purifier for defense kind {spec.kind!r}")
+    entry = get(spec.kind)
+    if entry.prepare != "none" and artifact is None:
+        raise ValueError(f"defense kind {spec.kind!r} is prepared by its `{entry.prepare}` stage: "
+                         "give what that stage wrote")
+    if entry.prepare == "train":
+        return load_defense(artifact, spec, name, image_shape)
+    calibration = load_calibration(artifact, spec, name) if entry.prepare == "calibrate" else {}
+    return entry.build(spec, BuildContext(tuple(image_shape), seed, calibration))

@@ -14,13 +14,29 @@ sigmoid output.
 
 from __future__ import annotations
 
+from typing import Annotated, Literal
+
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 
 from repurify.defenses.base import DefendedModel, Purifier
 from repurify.defenses.fitting import FitHistory, fit, pgd_inner, split_validation
-from repurify.params import AdvaeSpec
+from repurify.defenses.registry import PurifierDef
+from repurify.schema import DefenseTraining, PgdBudget, Role, Strict
+
+
+class AdvaeSpec(Strict):
+    """Auto-encoder adversarially trained in front of frozen classifiers (AdvAE, Eq. 7/8)."""
+
+    kind: Literal["advae"]
+    architecture: Literal["conv_ae", "unet"]
+    widths: list[Annotated[int, Field(gt=0)]] = Field(min_length=1)  # encoder channels
+    lam: float = Field(ge=0)  # lambda of Eq. 7: weight of the clean reconstruction term
+    classifiers: list[Role] = Field(default=["target"], min_length=1)  # Eq. 8 ensemble
+    pgd: PgdBudget
+    training: DefenseTraining
 
 
 class ConvAE(Purifier):
@@ -118,3 +134,12 @@ def train_advae(spec: AdvaeSpec, x: torch.Tensor, y: torch.Tensor, classifiers: 
     hist = fit(ae, (x[train_idx], y[train_idx]), (x[val_idx], y[val_idx]), objective, objective,
                cfg, device=device, gen=gen, desc=f"AdvAE ({spec.architecture})")
     return ae, hist, {"train_examples": len(train_idx), "val_examples": len(val_idx)}
+
+
+PURIFIER = PurifierDef(
+    kind="advae", spec=AdvaeSpec, purifier=Purifier, prepare="train", fit=train_advae,
+    build=lambda spec, ctx: build_autoencoder(spec, ctx.image_shape[0]),
+    example={"kind": "advae", "architecture": "conv_ae", "widths": [4, 4], "lam": 0.0,
+             "pgd": {"eps": 0.1, "step_size": 0.05, "steps": 2},
+             "training": {"epochs": 1, "batch_size": 16, "lr_decay": 0.5, "plateau_patience": 1,
+                          "train_limit": 32}})

@@ -25,8 +25,11 @@ means over elements.
 
 from __future__ import annotations
 
+from typing import Annotated, Literal
+
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 
 from repurify.defenses.base import Purifier
@@ -34,8 +37,28 @@ from repurify.defenses.dct import BlockDCT, deadzone
 from repurify.defenses.fitting import FitHistory, fit, pgd_examples, split_validation
 from repurify.defenses.hgd import DUNET
 from repurify.defenses.perceptual import feature_network
+from repurify.defenses.registry import PurifierDef
 from repurify.models.classifier import Classifier
-from repurify.params import EgcflSpec
+from repurify.schema import DefenseTraining, Perceptual, PgdBudget, PositiveRatio, Role
+
+
+class EgcflSpec(Perceptual):
+    """EGC-FL (Yuan & He 2020): TDZ layer, generator G with feedback loop, fusion network Gamma."""
+
+    kind: Literal["egcfl"]
+    block: int = Field(default=8, gt=0)  # M: the DCT's M x M blocks
+    delta: PositiveRatio  # deadzone half-width on coefficients of [0,1] images (8/255 style)
+    transform: bool = True  # False: deadzone on pixels (Table 7 "without transform")
+    inverse: bool = True  # TDZ ends with T^-1 (pixels); False: G and P see coefficients
+    feedback: bool = True  # False: X_hat = G(X_tilde), no U, V, W, Gamma (Table 7)
+    widths: list[Annotated[int, Field(gt=0)]] = Field(min_length=2)  # G: a DUNET-style U-net
+    converter_width: int = Field(gt=0)  # channels U and V map to before the concatenation
+    generations: int = Field(default=3, gt=0)  # K, trained and evaluated (Gen_k: the ablation stage)
+    lambdas: list[Annotated[float, Field(ge=0)]] = Field(  # Eq. 6: lambda_1..3 of L_P, L_A, L_C
+        default=[1 / 3] * 3, min_length=3, max_length=3)
+    source: Role = "target"  # classifier the PGD training examples are crafted on
+    attack: PgdBudget  # the PGD that makes the training set
+    training: DefenseTraining
 
 
 class TDZ(nn.Module):
@@ -184,3 +207,12 @@ def train_egcfl(spec: EgcflSpec, x: torch.Tensor, y: torch.Tensor, classifiers: 
                              for i in range(0, len(val_idx), cfg.batch_size)]).mean(0)
     return net, hist, {"train_examples": len(train_idx), "val_examples": len(val_idx),
                        "val_terms": dict(zip(("L_P", "L_A", "L_C"), terms.tolist(), strict=True))}
+
+
+PURIFIER = PurifierDef(
+    kind="egcfl", spec=EgcflSpec, purifier=EGCFL, prepare="train", fit=train_egcfl,
+    build=lambda spec, ctx: build_egcfl(spec, ctx.image_shape[0]),
+    example={"kind": "egcfl", "delta": 0.1, "widths": [4, 8], "converter_width": 4, "generations": 2,
+             "perceptual": "target_features", "attack": {"eps": 0.1, "step_size": 0.05, "steps": 2},
+             "training": {"epochs": 1, "batch_size": 16, "lr_decay": 0.5, "plateau_patience": 1,
+                          "train_limit": 32}})

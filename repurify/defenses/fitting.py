@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from repurify.attacks.base import Goal
 from repurify.attacks.gradient import iterative
-from repurify.params import DefenseTraining, PgdBudget
+from repurify.schema import DefenseTraining, PgdBudget
 
 Batch = tuple[torch.Tensor, ...]
 LossFn = Callable[[Batch], torch.Tensor]  # mean loss of one batch (with a graph when training)

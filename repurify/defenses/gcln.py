@@ -20,8 +20,11 @@ The weights with the lowest validation L_P are kept.
 
 from __future__ import annotations
 
+from typing import Annotated, Literal
+
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 from tqdm import tqdm
 
@@ -30,8 +33,25 @@ from repurify.defenses.dct import BlockDCT, quantize
 from repurify.defenses.fitting import FitHistory, batches, fit, pgd_examples, split_validation
 from repurify.defenses.hgd import DUNET
 from repurify.defenses.perceptual import feature_network
+from repurify.defenses.registry import PurifierDef
 from repurify.models.classifier import Classifier
-from repurify.params import GclnSpec
+from repurify.schema import DefenseTraining, Perceptual, PgdBudget, PositiveRatio, Role
+
+
+class GclnSpec(Perceptual):
+    """GCLN: generator with a quantized DCT layer, trained against a clean/attacked detector."""
+
+    kind: Literal["gcln"]
+    block: int = Field(default=8, gt=0)  # M
+    q: PositiveRatio  # quantization step of Eq. 2 on [0,1] images: Qs/255 (Tables 1-4: 5, 10)
+    widths: list[Annotated[int, Field(gt=0)]] = Field(min_length=2)  # G's recovery U-net
+    detector_widths: list[Annotated[int, Field(gt=0)]] = Field(min_length=1)  # D: strided convs
+    lam: float = Field(default=0.5, ge=0, le=1)  # Eq. 3: lambda L_P + (1 - lambda) L_A
+    detector_epochs: int = Field(gt=0)  # D's initial training on clean vs attacked images
+    grow_clean_set: bool = True  # recovered images C classifies correctly join Omega^o
+    source: Role = "target"  # classifier the attacked training images are crafted on
+    attack: PgdBudget
+    training: DefenseTraining
 
 
 class QuantizedTransform(nn.Module):
@@ -195,3 +215,12 @@ def train_gcln(spec: GclnSpec, x: torch.Tensor, y: torch.Tensor, classifiers: di
     return G, hist, {"train_examples": len(train_idx), "val_examples": len(val_idx),
                      "detector_pretrain_loss": d_pretrain, "detector_loss": d_loss,
                      "clean_set_added": step.clean_set.added}
+
+
+PURIFIER = PurifierDef(
+    kind="gcln", spec=GclnSpec, purifier=Generator, prepare="train", fit=train_gcln,
+    build=lambda spec, ctx: build_generator(spec, ctx.image_shape[0]),
+    example={"kind": "gcln", "q": 0.125, "widths": [4, 8], "detector_widths": [4], "detector_epochs": 1,
+             "perceptual": "target_features", "attack": {"eps": 0.1, "step_size": 0.05, "steps": 2},
+             "training": {"epochs": 1, "batch_size": 16, "lr_decay": 0.5, "plateau_patience": 1,
+                          "train_limit": 32}})

@@ -17,8 +17,11 @@
 
 from __future__ import annotations
 
+from typing import Annotated, Literal
+
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 from tqdm import tqdm
 
@@ -26,9 +29,25 @@ from repurify.attacks.base import Goal
 from repurify.attacks.gradient import iterative
 from repurify.defenses.base import Purifier
 from repurify.defenses.fitting import FitHistory, fit, split_validation
+from repurify.defenses.registry import PurifierDef
 from repurify.models.classifier import Classifier
 from repurify.models.features import ConvFeatures
-from repurify.params import HgdSpec
+from repurify.schema import DefenseTraining, PositiveRatio, Role, Strict
+
+
+class HgdSpec(Strict):
+    """High-level representation guided denoiser (Liao et al. 2018)."""
+
+    kind: Literal["hgd"]
+    architecture: Literal["dunet", "dae"] = "dunet"  # DAE: DUNET without lateral connections
+    loss: Literal["pixel", "fgd", "lgd", "cgd"] = "lgd"  # Eq. 3 / Eq. 5 l=-2 / l=-1 / CE
+    widths: list[Annotated[int, Field(gt=0)]] = Field(min_length=2)  # C2, then one C3 per entry
+    guide: Role = "target"  # the classifier whose representation guides the loss (Table 4)
+    sources: list[Role] = Field(min_length=1)  # classifiers attacked to build the training set
+    eps_max: PositiveRatio  # eps ~ U{1..eps_levels} * eps_max / eps_levels (Table 1: [1,16]/255)
+    eps_levels: int = Field(default=16, gt=0)
+    ifgsm_steps: list[Annotated[int, Field(gt=1)]] = [2, 4, 8]
+    training: DefenseTraining
 
 
 def C(k: int, cin: int, cout: int, stride: int = 1) -> nn.Sequential:
@@ -160,3 +179,11 @@ def train_hgd(spec: HgdSpec, x: torch.Tensor, y: torch.Tensor, classifiers: dict
     hist = fit(denoiser, train, val, train_loss, val_loss, cfg, device=device, gen=gen,
                desc=f"HGD ({spec.architecture}, {spec.loss})")
     return denoiser, hist, {"train_examples": len(train[0]), "val_examples": len(val[0])}
+
+
+PURIFIER = PurifierDef(
+    kind="hgd", spec=HgdSpec, purifier=DUNET, prepare="train", fit=train_hgd,
+    build=lambda spec, ctx: build_denoiser(spec, ctx.image_shape[0]),
+    example={"kind": "hgd", "widths": [4, 8], "sources": ["target"], "eps_max": 0.1, "ifgsm_steps": [2],
+             "training": {"epochs": 1, "batch_size": 16, "lr_decay": 0.5, "plateau_patience": 1,
+                          "train_limit": 32}})

@@ -23,18 +23,48 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field, field_validator
 
 from repurify.defenses.base import Purifier, nondifferentiable
-from repurify.defenses.checkpoint import differences
-from repurify.errors import CheckpointError
-from repurify.io import load_json
-from repurify.params import OagSpec
+from repurify.defenses.registry import PurifierDef
+from repurify.schema import PositiveRatio, Strict, odd
 
-CALIBRATION_STAGE = "calibrate_oag"
+
+class OagCalibration(Strict):
+    """Sec. III-D / IV-E: T_N (and the values the paper does not give) from Gaussian-noised
+    training images, never adversarial ones. Each list holds the candidates tried."""
+
+    images: int = Field(gt=0)  # the first training images
+    noise_sigma: PositiveRatio = 0.25  # on [0,1] pixels (Fig. 4: sigma 0.25)
+    max_network_steps: int = Field(gt=0)  # length of the accuracy-vs-steps curve
+    eps_g: list[PositiveRatio] = Field(min_length=1)
+    beta: list[PositiveRatio] = Field(min_length=1)
+    init_std: list[PositiveRatio] = Field(min_length=1)
+    tolerance: float = Field(default=0.01, ge=0, lt=1)  # T_N: first step within this of the peak
+
+
+class OagSpec(Strict):
+    """OAG (Li et al. 2020): per-image online Langevin synthesis with a fresh energy network."""
+
+    kind: Literal["oag"]
+    generator: Literal["alternate", "autoencoder"] = "alternate"  # autoencoder: Sec. IV-H baseline
+    kernel: int = Field(gt=0)  # k of the k x k convolution (15 at 224 px; Table V)
+    filters: int = Field(gt=0)  # K (not in the paper)
+    image_steps: int = Field(default=20, gt=0)  # T_I (Table IV)
+    network_steps: int | None = Field(default=None, gt=0)  # T_N; None: chosen by calibrate_oag
+    eps_g: PositiveRatio | None = None  # None: calibrated (likewise beta and init_std)
+    beta: PositiveRatio | None = None
+    init_std: PositiveRatio | None = None
+    scale: PositiveRatio = 255.0  # pixels live in [0, scale] during the synthesis
+    ae_lr: PositiveRatio = 1e-3  # Adam rate of the autoencoder baseline
+    batch_size: int = Field(default=64, gt=0)  # images synthesized at once
+    calibration: OagCalibration
+
+    _kernel_odd = field_validator("kernel")(odd)
 
 
 @dataclass(frozen=True)
@@ -229,12 +259,17 @@ class OAG(Purifier):
         return nondifferentiable(self._synthesize, x)
 
 
-def load_calibration(path: str, spec: OagSpec, name: str) -> dict[str, Any]:
-    """The values ``calibrate_oag`` chose, after checking it ran under ``defenses.<name>``."""
-    blob = load_json(path, produced_by=CALIBRATION_STAGE)
-    if not isinstance(blob, dict) or not {"spec", "chosen"} <= blob.keys():
-        raise CheckpointError(f"{path}: not a {CALIBRATION_STAGE} output; rerun that stage")
-    if diffs := differences(blob["spec"], spec.model_dump(mode="json"), "calibrated"):
-        raise CheckpointError(f"{path} does not match params defenses.{name}:\n  " + "\n  ".join(diffs)
-                              + f"\nrerun the `{CALIBRATION_STAGE}` stage (dvc repro / snakemake)")
-    return blob["chosen"]
+def _calibrate(spec: OagSpec, target: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, seed: int,
+               device: torch.device) -> tuple[dict[str, Any], dict[str, list[float]]]:
+    from repurify.calibration import calibrate  # it builds on this module
+
+    return calibrate(spec, target, x, y, seed=seed, device=device)
+
+
+PURIFIER = PurifierDef(
+    kind="oag", spec=OagSpec, purifier=OAG, prepare="calibrate", fit=_calibrate,
+    build=lambda spec, ctx: OAG(settings(spec, ctx.calibration), ctx.seed, spec.batch_size),
+    example={"kind": "oag", "kernel": 3, "filters": 4, "image_steps": 2, "network_steps": 2,
+             "eps_g": 1.0, "beta": 1e-4, "init_std": 0.01,
+             "calibration": {"images": 8, "max_network_steps": 2, "eps_g": [1.0], "beta": [1e-4],
+                             "init_std": [0.01]}})

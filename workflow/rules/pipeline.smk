@@ -11,7 +11,7 @@ sys.path.insert(0, str(Path(workflow.main_snakefile).parent))
 
 from repurify.errors import ParamsError
 from repurify.params import load_params
-from workflow.dag import STAGES, slurm_resources
+from workflow.dag import slurm_resources, stages
 
 try:
     PARAMS = load_params("params.yaml", profile=config.get("profile"))
@@ -19,6 +19,7 @@ except ParamsError as exc:
     raise WorkflowError(str(exc)) from None
 
 PROFILE = PARAMS.profile
+STAGES = stages(PARAMS.active)
 _RAW = PARAMS.model_dump(mode="json")
 shell.prefix("export REPURIFY_ENGINE=snakemake; ")  # tags the jobs' MLflow runs
 # One MLflow pipeline run per invocation: jobs (SLURM ones too) inherit the key, and a

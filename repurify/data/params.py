@@ -1,0 +1,37 @@
+"""The ``data`` params: which dataset to load and at what size."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from repurify.data.base import DATASETS
+from repurify.schema import Strict
+
+
+class DataParams(Strict):
+    """Which dataset to load and how to normalise it to uint8 NCHW tensors."""
+
+    name: str
+    root: str | None = None  # raw files; default data/raw/<name>
+    image_size: int = Field(gt=0)
+    channels: Literal[1, 3]
+    download: bool = True
+    test_fraction: float = Field(default=0.25, gt=0, lt=1)  # digits only
+    train_limit: int | None = Field(default=None, gt=0)
+    test_limit: int | None = Field(default=None, gt=0)
+    train_dir: str = "train"  # ImageFolder layouts only
+    test_dir: str = "val"
+
+    @field_validator("name")
+    @classmethod
+    def _known_dataset(cls, v: str) -> str:
+        if v not in DATASETS:
+            raise ValueError(f"unknown dataset {v!r}; choose one of {sorted(DATASETS)}")
+        return v
+
+    @property
+    def raw_root(self) -> Path:
+        return Path(self.root) if self.root else Path("data/raw") / self.name
