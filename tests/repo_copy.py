@@ -28,12 +28,9 @@ def copy_repo(dest: Path, profile: str | None = None) -> Path:
             shutil.copy2(src, dest / rel)
     subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
     if profile is not None:
-        params = dest / "params.yaml"
-        text = params.read_text()
-        params.write_text(text.replace("\nprofile: digits\n", f"\nprofile: {profile}\n", 1))
         # the profile's own stages: dvc.yaml and the SLURM profile follow its defenses
-        subprocess.run([sys.executable, "-m", "workflow.dag"], cwd=dest, env=stage_env(dest),
-                       check=True, capture_output=True)
+        subprocess.run([sys.executable, "-m", "workflow.dag", "--profile", profile], cwd=dest,
+                       env=stage_env(dest), check=True, capture_output=True)
     return dest
 
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from workflow.dag import active_profile, main, render_dvc, stages
+from workflow.dag import active_profile, main, render_dvc, stages, stale
+from workflow.imports import closure
 
 ROOT = Path(__file__).resolve().parent.parent
 PROFILE, PROF = active_profile()  # params.yaml's profile, which `dvc` interpolates
@@ -112,3 +113,25 @@ def test_slurm_profile_resolves_from_repo_root() -> None:
     assert "rule train_classifier:" in text
     assert re.search(r"resources: .*gpu=1", text)
     assert "slurm_account=proj42" in text and "slurm_partition=gpu" in text
+
+
+def test_editing_oag_reruns_only_what_runs_oag() -> None:
+    """A stage's code is its import closure plus the defenses it runs: an edit of oag.py reruns
+    OAG's own stages, the experiments with OAG variants and, downstream, the report."""
+    assert stale(STAGES, files=("repurify/defenses/oag.py",)) == [
+        "calibrate_oag", "evaluate_oag", "check_oag", "transfer", "ablation", "report"]
+    assert stale(STAGES, files=("repurify/defenses/jpeg.py",)) == ["evaluate_jpeg", "check_jpeg", "report"]
+    assert "repurify/defenses/oag.py" not in next(s for s in STAGES if s.name == "evaluate_hgd").code_files()
+
+
+def test_one_hgd_param_reruns_only_hgd_and_what_uses_it() -> None:
+    assert stale(STAGES, params=("defenses.hgd.widths",)) == [
+        "train_defense_hgd", "evaluate_hgd", "check_hgd", "transfer", "report"]
+    assert stale(STAGES, params=("defenses.jpeg.quality",)) == ["evaluate_jpeg", "check_jpeg", "report"]
+
+
+def test_import_closure_follows_lazy_imports_and_parent_packages() -> None:
+    code = closure("stages/calibrate.py", "repurify/defenses/oag.py")
+    assert "repurify/calibration.py" in code  # imported inside OAG's calibrator
+    assert "repurify/defenses/__init__.py" in code and "repurify/__init__.py" in code
+    assert "repurify/defenses/hgd.py" not in closure("stages/fetch_data.py")

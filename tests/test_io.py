@@ -53,3 +53,18 @@ def test_equal_objects_give_identical_files(tmp_path: Path) -> None:
     save_torch(tmp_path / "a.pt", obj)
     save_torch(tmp_path / "b.pt", obj)
     assert sha256_file(tmp_path / "a.pt") == sha256_file(tmp_path / "b.pt")
+
+
+def test_outputs_get_the_modes_open_and_mkdir_would_give(tmp_path: Path) -> None:
+    from repurify.io import DIR_MODE, FILE_MODE, atomic_dir
+
+    (tmp_path / "plain").write_text("x")
+    (tmp_path / "plain_dir").mkdir()
+    write_json(tmp_path / "m.json", {"a": 1})
+    with atomic_dir(tmp_path / "out") as out:
+        (out / "f").write_text("x")
+    def mode(name: str) -> int:
+        return (tmp_path / name).stat().st_mode & 0o777
+
+    assert mode("m.json") == FILE_MODE == mode("plain")
+    assert mode("out") == DIR_MODE == mode("plain_dir")

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import yaml
 
@@ -186,6 +188,24 @@ def stages(prof: ProfileParams) -> tuple[Stage, ...]:
     return tuple(table)
 
 
+def stale(table: tuple[Stage, ...], files: tuple[str, ...] = (), params: tuple[str, ...] = ()) -> list[str]:
+    """The stages an edit of source ``files`` or of profile ``params`` keys (``defenses.hgd.widths``)
+    makes rerun: those that list one among their dependencies, as DVC and Snakemake see them, and
+    every stage downstream of those."""
+    def touched(st: Stage) -> bool:
+        keys = [k.lstrip("/") for k in st.params]
+        return (bool(set(files) & set(st.code_files()))
+                or any(p == k or p.startswith(f"{k}.") or k.startswith(f"{p}.")
+                       for p in params for k in keys))
+    rerun = [st for st in table if touched(st)]
+    made = {o for st in rerun for o in (*st.outs, *st.out_dirs, *st.metrics, *st.uncached)}
+    for st in table:  # in DAG order: a stage's inputs come from stages before it
+        if st not in rerun and made & set(st.deps):
+            rerun.append(st)
+            made |= {*st.outs, *st.out_dirs, *st.metrics, *st.uncached}
+    return [st.name for st in table if st in rerun]
+
+
 def active_profile(profile: str | None = None) -> tuple[str, ProfileParams]:
     """The profile ``params.yaml`` names (or ``profile``), validated."""
     params = load_params(ROOT / "params.yaml", profile)
@@ -238,11 +258,25 @@ def render_slurm(prof: ProfileParams) -> str:
     return SLURM_HEADER + yaml.safe_dump({**SLURM, "set-resources": gpu}, sort_keys=False)
 
 
+def use_profile(name: str, root: Path = ROOT) -> None:
+    """Point params.yaml's ``profile`` key at ``name`` (the one line that names it)."""
+    params = root / "params.yaml"
+    text, n = re.subn(r"(?m)^profile: *\S+ *$", f"profile: {name}", params.read_text(encoding="utf-8"),
+                      count=1)
+    if n != 1:
+        raise SystemExit(f"{params}: no top-level `profile:` line to point at {name!r}")
+    params.write_text(text, encoding="utf-8")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Render dvc.yaml and slurm/config.yaml from the stage "
                                              "table, for the profile params.yaml names.")
     ap.add_argument("--check", action="store_true", help="exit 1 if either file is stale")
+    ap.add_argument("--profile", help="first point params.yaml's `profile` key at this profile")
     args = ap.parse_args(argv)
+    if args.profile:
+        load_params(ROOT / "params.yaml", args.profile)  # a profile that exists and validates
+        use_profile(args.profile)
     _, prof = active_profile()
     stale = []
     for path, text in ((DVC_YAML, render_dvc(prof)), (SLURM_YAML, render_slurm(prof))):
