@@ -219,3 +219,15 @@ def test_missing_or_broken_file(tmp_path: Path) -> None:
     broken.write_text(yaml.safe_dump(["a", "list"]))
     with pytest.raises(ParamsError, match="expected a mapping"):
         load_params(broken)
+
+
+def test_dvc_resolves_params_yaml_as_the_validator_does() -> None:
+    """Merge keys (svhn extends cifar10) and YAML 1.2 floats: DVC's view equals ours, key by key."""
+    import dvc.api
+
+    ours = read_yaml(ROOT / "params.yaml")
+    assert dvc.api.params_show(repo=str(ROOT)) == ours
+    svhn, cifar = ours["profiles"]["svhn"], ours["profiles"]["cifar10"]
+    assert svhn["data"] == {**cifar["data"], "name": "svhn"}
+    assert svhn["defenses"]["hgd"] == cifar["defenses"]["hgd"]
+    assert svhn["defenses"]["egcfl"]["delta"] == "12/255" != cifar["defenses"]["egcfl"]["delta"]
