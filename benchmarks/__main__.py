@@ -21,9 +21,11 @@ from repurify.models import load_classifier
 from repurify.params import load_params
 from repurify.runtime import resolve_device
 from repurify.training import to_unit
+from workflow.dag import stages, stale
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+EDITED = ("repurify/defenses/oag.py",)  # files whose edit the rerun figure follows
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -48,6 +50,9 @@ def markdown(results: dict[str, Any]) -> str:
         f"T_I {o['image_steps']}, k {o['kernel']}, K {o['filters']}) | {o['speedup']:.1f}x "
         f"({o['images_per_second_batched']:.2f} vs {o['images_per_second_loop']:.2f} images/s at "
         f"T_N {o['network_steps']}) | >= {o['goal_speedup']:g}x |",
+        *(f"| stages an edit of `{f}` reruns (the stage table's code dependencies) | "
+          f"{', '.join(names)} | that defense's stages, its variants' experiments and the report |"
+          for f, names in results["edit_reruns"].items()),
         *_pipeline_lines(results["pipeline"]), *_install_lines(results["install"]), ""])
 
 
@@ -114,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
                "attack_overhead": attack_overhead(target, x, y, **budget),
                "pgd_vs_reference": pgd_vs_reference(target, x, y, **budget),
                "oag_batching": oag_batching(prof.defenses["oag"], shape, batch=args.batch,
-                                            network_steps=args.network_steps, device=device)}
+                                            network_steps=args.network_steps, device=device),
+               "edit_reruns": {f: stale(stages(prof), files=(f,)) for f in EDITED}}
     key, value = args.change.split("=", 1)
     change = (key, yaml.safe_load(value))
     if args.pipeline:

@@ -54,6 +54,9 @@ def test_benchmark_command_writes_every_figure(tmp_path: Path, monkeypatch: pyte
     assert "OAG batched / one-at-a-time" in text and "repurify / ART" in text
     assert results["pipeline"] == {"skipped": "pass --pipeline or --records"}
     assert "not run: pass --install" in text
+    oag_edit = results["edit_reruns"]["repurify/defenses/oag.py"]
+    assert {"calibrate_oag", "evaluate_oag", "check_oag", "report"} <= set(oag_edit)
+    assert "evaluate_jpeg" not in oag_edit and "stages an edit of `repurify/defenses/oag.py`" in text
 
 
 def test_measure_reports_time_and_peak_memory_of_the_process_tree(tmp_path: Path) -> None:
