@@ -3,8 +3,11 @@ a profile reproduced.
 
 A claim is compared only where the profile runs the paper's setting: the same dataset and
 classifier, and an attack of the same kind, targeting, norm, eps (within 1%: 8/256 is 8/255) and
-steps. Elsewhere the row says ``setting differs`` and
-why, and its reproduced numbers are the profile's nearest analogue, not a replication.
+steps. Elsewhere the row says ``setting differs`` and why, and its reproduced numbers are the
+profile's nearest analogue, not a replication. A claim that ``restates`` a table cell (in the text
+or another table) is not compared twice; an ``unverified`` extraction and a claim under a paper
+``setting`` no profile runs (e.g. extra adversarial training) are never compared. A white-box claim
+whose gradient is ``unknown`` has no paper's-protocol number: the paper does not state it.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ class Claim(_Frozen):
     """One printed number and the setting it was measured in."""
 
     id: str
-    source: str = Field(pattern=r"^(Table [0-9IVX]+|Figure \d+|Sec\. [0-9IVX]+(-[A-Z])?)$")
+    source: str = Field(pattern=r"^(Table [0-9IVX]+|Figure \d+|Sec\. [0-9IVX]+(\.\d+)*(-[A-Z])?)$")
     dataset: Literal["cifar10", "svhn", "mnist", "imagenet", "flowers17"] | None
     classifier: str | None
     method: str
@@ -54,6 +57,9 @@ class Claim(_Frozen):
                     "time_s", "other"]
     value: float
     note: str | None
+    restates: str | None = None  # the id of the table cell this claim repeats (text, another table)
+    unverified: str | None = None  # why the extracted number is in doubt
+    setting: str | None = None  # a condition of the paper's that no profile runs
 
     @field_validator("defense")
     @classmethod
@@ -98,6 +104,16 @@ class Paper(_Frozen):
             raise ValueError(f"claims cite {unknown}, which are not listed in tables")
         if empty := [t for t in self.tables if not any(c.source == t for c in self.claims)]:
             raise ValueError(f"tables {empty} have no claims")
+        by_id = {c.id: c for c in self.claims}
+        for c in self.claims:
+            if c.restates is None:
+                continue
+            cell = by_id.get(c.restates)
+            if cell is None or cell.restates is not None:
+                raise ValueError(f"{c.id}: restates {c.restates!r}, which is not a cell of this paper's")
+            if cell.metric != c.metric or abs(cell.value - c.value) > 0.5:  # text rounds, e.g. 89 for 89.2
+                raise ValueError(f"{c.id}: {c.value} {c.metric} does not restate {cell.id}'s "
+                                 f"{cell.value} {cell.metric}")
         return self
 
 
@@ -188,9 +204,10 @@ def reproduce(claim: Claim, paper: Paper, profile: ProfileParams,
         protocol = None
     else:
         adaptive = _adaptive(rows, attack)
-        if claim.threat_model == "whitebox":
-            paper_row = (_row(rows, attack, "whitebox", "autograd") if claim.gradient != "bpda"
-                         else None) or adaptive
+        if claim.threat_model == "whitebox":  # gradient unknown: the paper's protocol is not stated
+            paper_row = ((_row(rows, attack, "whitebox", "autograd") or adaptive)
+                         if claim.gradient == "autograd" else adaptive if claim.gradient == "bpda"
+                         else None)
         elif claim.threat_model == "blackbox":
             paper_row = _row(rows, attack, "blackbox", paper.protocol["blackbox"])
         else:
@@ -199,6 +216,10 @@ def reproduce(claim: Claim, paper: Paper, profile: ProfileParams,
     why = setting_differences(claim, profile, attack)
     if claim.attack not in ("clean", None) and attack is None:
         why.append(f"attack {claim.attack!r} not in this profile")
+    if claim.setting:
+        why.append(f"paper: {claim.setting}")
+    if claim.unverified:
+        why.append(f"unverified: {claim.unverified}")
     return {"id": claim.id, "source": claim.source, "dataset": claim.dataset,
             "classifier": claim.classifier, "method": claim.method, "defense": claim.defense,
             "attack": claim.attack,
@@ -210,10 +231,11 @@ def reproduce(claim: Claim, paper: Paper, profile: ProfileParams,
 
 def compare(claims: Claims, profile: ProfileParams,
             evaluations: dict[str, dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    """Per paper, every accuracy claim about a main configuration that a slot reproduces."""
+    """Per paper, every accuracy claim about a main configuration that a slot reproduces (text
+    claims that restate a table cell: once, as that cell)."""
     out: dict[str, list[dict[str, Any]]] = {}
     for name, paper in claims.papers.items():
         out[name] = [reproduce(c, paper, profile, evaluations[c.defense]) for c in paper.claims
                      if c.defense in evaluations and c.variant is None and c.metric == "accuracy"
-                     and c.threat_model is not None]
+                     and c.threat_model is not None and c.restates is None]
     return out

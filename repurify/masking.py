@@ -6,8 +6,9 @@ Each check passes, fails, is ``weak`` (it ran below the budget that makes it tel
 adaptive image set with the paired sign test (McNemar's exact test for 0/1 scores,
 :mod:`repurify.stats`): a difference counts only at one-sided p < ``ALPHA``. The verdict is
 ``suspected`` if a check fails, ``inconclusive`` (naming what did not run) if evidence the
-checklist needs is missing, else ``not detected``. ``paper protocol`` judges the paper's own
-white-box evaluation (autograd's gradients at the non-differentiable layers), not the defense.
+checklist needs is missing, else ``not detected``. ``autograd protocol`` judges a white-box
+evaluation through autograd's own gradients at the non-differentiable layers (EGC-FL's paper's
+protocol; GCLN's paper does not state its own), not the defense.
 """
 
 from __future__ import annotations
@@ -225,8 +226,9 @@ def autoattack_warnings(evaluation: dict[str, Any]) -> Check:
     return Check("AutoAttack's checks", "fail" if other else "pass", text)
 
 
-def paper_protocol(rows: list[dict[str, Any]], probes: dict[str, Any], images: Images) -> Check | None:
-    """Autograd's gradients (the paper's white-box protocol) against BPDA's, attack by attack."""
+def autograd_protocol(rows: list[dict[str, Any]], probes: dict[str, Any],
+                      images: Images) -> Check | None:
+    """Autograd's gradients at the non-differentiable layers against BPDA's, attack by attack."""
     autograd = [r for r in rows if r.get("source") == "autograd"]
     if not autograd:
         return None
@@ -239,7 +241,7 @@ def paper_protocol(rows: list[dict[str, Any]], probes: dict[str, Any], images: I
     if (zero := probes["zero_gradient"].get("autograd")) is not None:
         text = f"{_pct(zero['images'])}% of images get an all-zero gradient through autograd"
         (fails if zero["images"] > 0 else passes).append(text)
-    return _verdict("paper protocol (autograd) not masked", fails, passes, "")
+    return _verdict("autograd protocol not masked", fails, passes, "")
 
 
 def assess(evaluation: dict[str, Any], probes: dict[str, Any]) -> dict[str, Any]:
@@ -254,7 +256,7 @@ def assess(evaluation: dict[str, Any], probes: dict[str, Any]) -> dict[str, Any]
     failed = [c.name for c in checks if c.status == "fail"]
     missing = [c.name for c in checks if c.status == "not run"]
     verdict = "suspected" if failed else "inconclusive" if missing else "not detected"
-    if (protocol := paper_protocol(rows, probes, images)) is not None:
+    if (protocol := autograd_protocol(rows, probes, images)) is not None:
         checks.append(protocol)
     return {"verdict": verdict, "failed": failed, "not_run": missing,
             "weak": [c.name for c in checks if c.status == "weak"],

@@ -6,9 +6,13 @@ from typing import Any
 
 THREATS = ("oblivious", "blackbox", "whitebox")
 # the threat model under which each paper reported its defense (HGD, OAG: gray-box examples of the
-# bare target; EGC-FL, GCLN: white-box through autograd's gradients; AdvAE: white-box)
-PAPER_PROTOCOL = {"hgd": ("oblivious", None), "oag": ("oblivious", None), "advae": ("whitebox", None),
-                  "egcfl": ("whitebox", "autograd"), "gcln": ("whitebox", "autograd")}
+# bare target; EGC-FL: white-box through autograd's gradients; AdvAE: white-box). GCLN's paper does
+# not state how its white-box attack differentiates the quantization (None): its Table 1 has
+# FGS < PGD < clean, so the attack had gradients, and autograd's zero gradient cannot be it.
+PAPER_PROTOCOL: dict[str, tuple[str, str | None] | None] = {
+    "hgd": ("oblivious", None), "oag": ("oblivious", None), "advae": ("whitebox", None),
+    "egcfl": ("whitebox", "autograd"), "gcln": None}
+AUTOGRAD_DEMO = "autograd (zero gradient): a masking demonstration"  # where no paper used autograd
 
 
 def summary_rows(evaluations: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
@@ -39,9 +43,9 @@ def _pm(v: float, se: float) -> str:
 
 def paper_protocol_row(defense: str, ev: dict[str, Any], attack: str) -> dict[str, Any] | None:
     """``attack``'s row under the threat model the defense's paper used (None: no paper)."""
-    if defense not in PAPER_PROTOCOL:
+    if (protocol := PAPER_PROTOCOL.get(defense)) is None:
         return None
-    threat, source = PAPER_PROTOCOL[defense]
+    threat, source = protocol
     source = source or ("target" if threat == "oblivious" else None)  # cached rows' source
     return next((r for r in ev["results"] if r["attack"] == attack and r["threat_model"] == threat
                  and r.get("source") == source), None)
@@ -67,8 +71,9 @@ def _headline_lines(evaluations: dict[str, dict[str, Any]], masking: dict[str, d
         paper = paper_protocol_row(defense, ev, attack)
         wb = next((r for r in ev["results"] if r["attack"] == attack and r["threat_model"] == "whitebox"
                    and r.get("source") is None), None)
-        paper_cell = "no paper" if defense not in PAPER_PROTOCOL else (
-            "not run" if paper is None else f"{_pct(paper['accuracy'])} ({_column(paper)})")
+        paper_cell = ("no paper" if defense not in PAPER_PROTOCOL else "not stated"
+                      if PAPER_PROTOCOL[defense] is None else "not run" if paper is None
+                      else f"{_pct(paper['accuracy'])} ({_column(paper)})")
         worst = "not run" if wc is None else f"{_pm(wc['accuracy'], wc['se'])} ({wc['n']})"
         if wc is not None and ev.get("randomized"):
             worst += f" [{_pct(wc['accuracy_all_draws'])}]"
@@ -218,7 +223,8 @@ def _claims_lines(comparison: dict[str, list[dict[str, Any]]], titles: dict[str,
              "Each paper's accuracy claims about a configuration a slot reproduces "
              "(reference/claims.yaml; its other numbers concern methods repurify does not implement "
              "or ablation variants). *Paper's protocol*: the same threat model as the paper (white-box "
-             "through autograd's gradients where the paper did so); *adaptive*: the white-box attack "
+             "through autograd's gradients where the paper did so; *not stated* where the paper does "
+             "not say how its white-box attack got gradients); *adaptive*: the white-box attack "
              "with BPDA/EOT. Where this profile's setting differs from the paper's, the differences "
              "are not computed: the numbers beside the claim are this profile's analogue."]
     for paper, rows in comparison.items():
@@ -232,12 +238,14 @@ def _claims_lines(comparison: dict[str, list[dict[str, Any]]], titles: dict[str,
         for r in rows:
             same = not r["setting_differs"]
             paper_name = r["threat_model_paper"] or "not stated"
+            protocol = ("not stated" if r["gradient"] == "unknown" and r["paper_protocol"] is None
+                        else _pct(r["paper_protocol"]))
             lines.append(
                 f"| {r['id']} | {r['source']} | {r['method']} ({r['defense']}) | {r['dataset'] or ''} | "
                 f"{r['classifier'] or ''} | "
                 f"{paper_name}: {r['threat_model']} | {r['attack']}"
                 f"{' (' + r['profile_attack'] + ')' if r['profile_attack'] else ''} | {r['eps'] or ''} | "
-                f"{_pct(r['claimed'])} | {_pct(r['paper_protocol'])} | "
+                f"{_pct(r['claimed'])} | {protocol} | "
                 f"{_diff(r['paper_protocol'], r['claimed'], same)} | {_pct(r['adaptive'])} | "
                 f"{_diff(r['adaptive'], r['claimed'], same)} | "
                 f"{'same' if same else 'differs: ' + '; '.join(r['setting_differs'])} |")
@@ -294,8 +302,9 @@ def render_markdown(profile: str, description: str, classifiers: dict[str, Any],
              "substitute classifier; *blackbox (papernot)*: substitute trained on the defended "
              "model's labels; *whitebox*: adaptive attack on purifier + classifier (BPDA at "
              "non-differentiable layers, EOT for randomized purifiers); *whitebox (autograd)*: the "
-             "same attacks through autograd's own gradients at those layers, the protocol of the "
-             "EGC-FL and GCLN papers. AutoAttack runs as its `rand` version against randomized "
+             "same attacks through autograd's own gradients at those layers: the EGC-FL paper's "
+             f"protocol; for GCLN, whose paper does not state its gradients, {AUTOGRAD_DEMO}. "
+             "AutoAttack runs as its `rand` version against randomized "
              "purifiers (OAG); their rows are means over fresh draws per image.", "",
              "## Classifiers", "", "| role | architecture | clean accuracy |", "|---|---|---|"]
     for role, c in classifiers.items():
@@ -307,8 +316,11 @@ def render_markdown(profile: str, description: str, classifiers: dict[str, Any],
     for defense in dict.fromkeys(r["defense"] for r in rows):
         mine = [r for r in rows if r["defense"] == defense]
         clean = next(r["accuracy"] for r in mine if r["attack"] == "clean")
-        lines += ["", f"## Defense `{defense}` (clean {_pct(clean)})", "",
-                  "| attack | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+        lines += ["", f"## Defense `{defense}` (clean {_pct(clean)})", ""]
+        if PAPER_PROTOCOL.get(defense) != ("whitebox", "autograd") and any(
+                _column(r) == "whitebox (autograd)" for r in mine):
+            lines += [f"*whitebox (autograd)*: {AUTOGRAD_DEMO}, not the paper's protocol.", ""]
+        lines += ["| attack | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
         for attack in dict.fromkeys(r["attack"] for r in mine if r["attack"] != "clean"):
             cells = {(_column(r)): r["accuracy"] for r in mine if r["attack"] == attack}
             lines.append(f"| {attack} | " + " | ".join(_pct(cells.get(c)) for c in columns) + " |")

@@ -138,11 +138,12 @@ def test_report_opens_with_the_worst_case_and_verdict() -> None:
                                 "restarts": [{"restarts": 1, "accuracy": 0.2},
                                              {"restarts": 10, "accuracy": 0.1}]}}
 
-    evaluations = {"none": ev(False, 0.1, None), "gcln": ev(False, 0.2, "autograd"),
-                   "oag": ev(True, 0.3, "target")}
+    evaluations = {"none": ev(False, 0.1, None), "egcfl": ev(False, 0.2, "autograd"),
+                   "gcln": ev(False, 0.2, "autograd"), "oag": ev(True, 0.3, "target")}
     masking = {"none": {"verdict": "not detected", "not_run": [], "weak": [], "checks": []},
-               "gcln": {"verdict": "inconclusive", "not_run": ["attack converged"], "weak": [],
-                        "checks": []},
+               "egcfl": {"verdict": "inconclusive", "not_run": ["attack converged"], "weak": [],
+                         "checks": []},
+               "gcln": {"verdict": "suspected", "not_run": [], "weak": [], "checks": []},
                "oag": {"verdict": "suspected", "not_run": [], "weak": ["gradient-free <= gradient"],
                        "checks": []}}
     md = render_markdown("p", "desc", {}, summary_rows(evaluations), {}, masking=masking,
@@ -150,7 +151,12 @@ def test_report_opens_with_the_worst_case_and_verdict() -> None:
     assert md.index("## Worst case and verdict") < md.index("## Classifiers")
     assert ("| none | 95.0 | no paper | 40.0 | 10.0 ± 5.0 (10) | adaptive pgd-200x10 (whitebox) | "
             "**not detected** |") in md
-    assert "| gcln | 95.0 | 90.0 (whitebox (autograd)) | 40.0 | 20.0 ± 5.0 (10) |" in md
+    assert "| egcfl | 95.0 | 90.0 (whitebox (autograd)) | 40.0 | 20.0 ± 5.0 (10) |" in md
+    # GCLN's paper does not state its white-box gradients: its autograd rows are no protocol of its
+    assert "| gcln | 95.0 | not stated | 40.0 | 20.0 ± 5.0 (10) |" in md
+    gcln = md[md.index("## Defense `gcln`"):md.index("## Defense `oag`")]
+    assert "*whitebox (autograd)*: autograd (zero gradient): a masking demonstration" in gcln
+    assert "masking demonstration" not in md[md.index("## Defense `egcfl`"):md.index("## Defense `gcln`")]
     assert "**inconclusive (not run: attack converged)** |" in md
     assert "| oag | 95.0 | 90.0 (oblivious) | 40.0 | 30.0 ± 5.0 (10) [15.0] |" in md  # all draws
     assert "**suspected (weak: gradient-free <= gradient)** |" in md

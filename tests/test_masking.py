@@ -154,7 +154,7 @@ def test_missing_evidence_is_inconclusive_and_paper_protocol_is_judged_apart() -
     assert status["gradient-free <= gradient"] == "not run"
     assert status["attack converged"] == "not run"
     assert status["iterative >= one-step"] == "pass"  # the first step vs the last still compared
-    assert status["paper protocol (autograd) not masked"] == "fail"
+    assert status["autograd protocol not masked"] == "fail"
     assert result["paper_protocol_masked"] and result["verdict"] == "inconclusive"
     assert result["not_run"] == ["gradient-free <= gradient", "attack converged"]
 

@@ -17,7 +17,7 @@ def test_masking_claims_and_figures_sections() -> None:
     masking = {"gcln": {"verdict": "suspected", "failed": ["non-zero gradients"],
                         "paper_protocol_masked": True,
                         "checks": [{"name": "non-zero gradients", "status": "fail", "evidence": "30.0% ..."},
-                                   {"name": "paper protocol (autograd) not masked", "status": "fail",
+                                   {"name": "autograd protocol not masked", "status": "fail",
                                     "evidence": "pgd: autograd 99.0 vs BPDA 28.0"}]}}
     comparison = {"egcfl": [_claim(), _claim(id="egcfl-t4-01", dataset="svhn",
                                              setting_differs=["dataset cifar10 vs svhn"])],
