@@ -2,8 +2,9 @@
 a profile reproduced.
 
 A claim is compared only where the profile runs the paper's setting: the same dataset and
-classifier, and an attack of the same kind, targeting, norm, eps (within 1%: 8/256 is 8/255) and
-steps. Elsewhere the row says ``setting differs`` and why, and its reproduced numbers are the
+classifier, and an attack of the same kind, targeting, norm, eps (within 1%: 8/256 is 8/255),
+steps and the hyper-parameters the paper states (``attack_params``: step size, C&W's learning
+rate). Elsewhere the row says ``setting differs`` and why, and its reproduced numbers are the
 profile's nearest analogue, not a replication. A claim that ``restates`` a table cell (in the text
 or another table) is not compared twice; an ``unverified`` extraction and a claim under a paper
 ``setting`` no profile runs (e.g. extra adversarial training) are never compared. A white-box claim
@@ -57,6 +58,7 @@ class Claim(_Frozen):
                     "time_s", "other"]
     value: float
     note: str | None
+    attack_params: dict[Literal["step_size", "lr"], float | str] | None = None  # as the paper states
     restates: str | None = None  # the id of the table cell this claim repeats (text, another table)
     unverified: str | None = None  # why the extracted number is in doubt
     setting: str | None = None  # a condition of the paper's that no profile runs
@@ -175,6 +177,10 @@ def setting_differences(claim: Claim, profile: ProfileParams, attack: str | None
             why.append(f"eps {eps:g} vs {claim.eps}")
         if claim.steps is not None and getattr(spec, "steps", claim.steps) != claim.steps:
             why.append(f"{spec.steps} steps vs {claim.steps}")
+        for key, value in (claim.attack_params or {}).items():  # the attack's hyper-parameters
+            ours = getattr(spec, key, None)
+            if ours is None or not math.isclose(ours, float(ratio(str(value))), rel_tol=1e-2):
+                why.append(f"{key} {'not set' if ours is None else f'{ours:g}'} vs {value}")
     return why
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from repurify.claims import PAPERS, Claims, compare, load_claims, matching_attack
+from repurify.claims import PAPERS, Claims, compare, load_claims, matching_attack, setting_differences
 from repurify.defenses import list_purifiers
 from repurify.errors import ParamsError
 from repurify.params import load_params
@@ -137,3 +137,17 @@ def test_restated_unverified_and_other_setting_claims_are_not_compared(claims: C
                for w in egcfl["egcfl-t2-08"]["setting_differs"])
     table6 = [c for c in claims.papers["egcfl"].claims if c.source == "Table 6"]
     assert table6 and all(c.unverified for c in table6)
+
+
+def test_attack_hyper_parameters_the_paper_states_are_compared(claims: Claims) -> None:
+    """AdvAE's C&W runs at lr 0.2 (Sec. 4.1): a profile at 0.01 differs in setting, and says so."""
+    prof = load_params(ROOT / "params.yaml", profile="cifar10").active
+    cw = next(c for c in claims.papers["advae"].claims if c.attack == "cw_l2" and c.dataset == "cifar10"
+              and c.restates is None)
+    assert cw.attack_params == {"lr": 0.2}
+    assert not [w for w in setting_differences(cw, prof, "cw_l2") if w.startswith("lr")]
+    slow = prof.attacks["cw_l2"].model_copy(update={"lr": 0.01})
+    off = prof.model_copy(update={"attacks": {**prof.attacks, "cw_l2": slow}})
+    assert "lr 0.01 vs 0.2" in setting_differences(cw, off, "cw_l2")
+    step = next(c for c in claims.papers["gcln"].claims if c.source == "Table 4" and c.attack == "pgd")
+    assert step.attack_params == {"step_size": "3/255"}  # printed 0.01, the text gives 3/255
