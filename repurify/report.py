@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 THREATS = ("oblivious", "blackbox", "whitebox")
@@ -39,6 +40,21 @@ def _pct(v: float | None) -> str:
 
 def _pm(v: float, se: float) -> str:
     return f"{100 * v:.1f} ± {100 * se:.1f}"
+
+
+def _se(row: dict[str, Any]) -> float:
+    """The row's standard error; a row without one holds single-draw 0/1 scores: sqrt(p(1-p)/n)."""
+    return row["se"] if "se" in row else math.sqrt(row["accuracy"] * (1 - row["accuracy"]) / row["n"])
+
+
+def _cell(row: dict[str, Any] | None) -> str:
+    """Accuracy ± its standard error, in %."""
+    return "" if row is None else _pm(row["accuracy"], _se(row))
+
+
+def _sizes(rows: list[dict[str, Any]]) -> str:
+    """The image counts behind a table row: ``300``, or ``300/100`` where its cells differ."""
+    return "/".join(str(n) for n in dict.fromkeys(r["n"] for r in rows))
 
 
 def paper_protocol_row(defense: str, ev: dict[str, Any], attack: str) -> dict[str, Any] | None:
@@ -171,15 +187,17 @@ def _transfer_lines(transfer: dict[str, Any]) -> list[str]:
         columns = list(dict.fromkeys(r["column"] for r in mine))
         threats = sorted({r["threat_model"] for r in mine} - {"none"})
         lines += ["", f"### `{defense}` ({', '.join(threats)})", "",
-                  "| attack | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+                  "| attack | n | " + " | ".join(columns) + " |", "|---" * (len(columns) + 2) + "|"]
         for attack in dict.fromkeys(r["attack"] for r in mine):
             of_attack = [r for r in mine if r["attack"] == attack]
-            cells = {r["column"]: r["accuracy"] for r in of_attack}
-            lines.append(f"| {attack} | " + " | ".join(_pct(cells.get(c)) for c in columns) + " |")
-            bare = {r["column"]: r["undefended_accuracy"] for r in of_attack if "undefended_accuracy" in r}
+            cells = {r["column"]: r for r in of_attack}
+            lines.append(f"| {attack} | {_sizes(of_attack)} | "
+                         + " | ".join(_cell(cells.get(c)) for c in columns) + " |")
+            bare = {r["column"]: {"accuracy": r["undefended_accuracy"], "n": r["n"]}
+                    for r in of_attack if "undefended_accuracy" in r}
             if bare:
-                lines.append(f"| {attack}, no defense | "
-                             + " | ".join(_pct(bare.get(c)) for c in columns) + " |")
+                lines.append(f"| {attack}, no defense | {_sizes(list(bare.values()))} | "
+                             + " | ".join(_cell(bare.get(c)) for c in columns) + " |")
         if dead := [c["column"] for c in transfer.get("collapsed", []) if c["defense"] == defense]:
             lines += ["", f"**Collapsed: {', '.join(dead)}.** Clean accuracy is at chance (within 2 "
                           "standard errors): the trained purifier discards the image, so these "
@@ -196,13 +214,13 @@ def _ablation_lines(ablation: dict[str, Any]) -> list[str]:
              "(Table 6); other variants are retrained with the listed keys replaced (Table 7, the "
              "GCLN Qs sweep); OAG variants (T_I, kernel, online auto-encoder: Tables IV-V, Sec. "
              "IV-H) use the slot's calibrated values.", "",
-             "| variant | clean | " + " | ".join(columns) + " |",
-             "|---" * (len(columns) + 2) + "|"]
+             "| variant | n | clean | " + " | ".join(columns) + " |",
+             "|---" * (len(columns) + 3) + "|"]
     for variant in dict.fromkeys(r["variant"] for r in rows):
-        cells = {("clean" if r["attack"] == "clean" else f"{r['attack']} {_column(r)}"): r["accuracy"]
-                 for r in rows if r["variant"] == variant}
-        lines.append(f"| {variant} | {_pct(cells.get('clean'))} | "
-                     + " | ".join(_pct(cells.get(c)) for c in columns) + " |")
+        mine = [r for r in rows if r["variant"] == variant]
+        cells = {("clean" if r["attack"] == "clean" else f"{r['attack']} {_column(r)}"): r for r in mine}
+        lines.append(f"| {variant} | {_sizes(mine)} | {_cell(cells.get('clean'))} | "
+                     + " | ".join(_cell(cells.get(c)) for c in columns) + " |")
     if noise := ablation.get("noise_energy"):
         lines += ["", f"EGC-FL Fig. 4, attack noise energy on {len(noise['before'])} `{noise['attack']}` "
                   f"examples: mean ||X - X*||_2 = {noise['mean_before']:.3f} before the TDZ, "
@@ -297,7 +315,8 @@ def render_markdown(profile: str, description: str, classifiers: dict[str, Any],
     if evaluations:
         lines += _headline_lines(evaluations, masking or {}, attack) + _convergence_lines(evaluations)
     lines += ["",
-             "Accuracies in %, on the evaluated test images (n per row in summary.json). "
+             "Accuracies in % ± one standard error (over images; for a randomized defense over "
+             "images of per-image draw means), on the *n* evaluated test images of each row. "
              "*oblivious*: crafted on the bare target; *blackbox (transfer)*: crafted on the "
              "substitute classifier; *blackbox (papernot)*: substitute trained on the defended "
              "model's labels; *whitebox*: adaptive attack on purifier + classifier (BPDA at "
@@ -306,24 +325,31 @@ def render_markdown(profile: str, description: str, classifiers: dict[str, Any],
              f"protocol; for GCLN, whose paper does not state its gradients, {AUTOGRAD_DEMO}. "
              "AutoAttack runs as its `rand` version against randomized "
              "purifiers (OAG); their rows are means over fresh draws per image.", "",
-             "## Classifiers", "", "| role | architecture | clean accuracy |", "|---|---|---|"]
+             "## Classifiers", "",
+             "Clean accuracy on every test image; the defense tables below evaluate the first "
+             "`evaluation.n` of them (their clean row, e.g. `none`'s, is on those).", "",
+             "| role | architecture | test images | clean accuracy |", "|---|---|---|---|"]
     for role, c in classifiers.items():
-        lines.append(f"| {role} | {c['arch']} | {_pct(c['clean_accuracy'])} |")
+        n = c.get("n_test")
+        acc = _pct(c["clean_accuracy"]) if n is None else _cell({"accuracy": c["clean_accuracy"], "n": n})
+        lines.append(f"| {role} | {c['arch']} | {n or ''} | {acc} |")
     if trained:
         lines += _trained_lines(trained)
     if calibration:
         lines += _calibration_lines(calibration)
     for defense in dict.fromkeys(r["defense"] for r in rows):
         mine = [r for r in rows if r["defense"] == defense]
-        clean = next(r["accuracy"] for r in mine if r["attack"] == "clean")
-        lines += ["", f"## Defense `{defense}` (clean {_pct(clean)})", ""]
+        clean = next(r for r in mine if r["attack"] == "clean")
+        lines += ["", f"## Defense `{defense}` (clean {_cell(clean)}, n {clean['n']})", ""]
         if PAPER_PROTOCOL.get(defense) != ("whitebox", "autograd") and any(
                 _column(r) == "whitebox (autograd)" for r in mine):
             lines += [f"*whitebox (autograd)*: {AUTOGRAD_DEMO}, not the paper's protocol.", ""]
-        lines += ["| attack | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+        lines += ["| attack | n | " + " | ".join(columns) + " |", "|---" * (len(columns) + 2) + "|"]
         for attack in dict.fromkeys(r["attack"] for r in mine if r["attack"] != "clean"):
-            cells = {(_column(r)): r["accuracy"] for r in mine if r["attack"] == attack}
-            lines.append(f"| {attack} | " + " | ".join(_pct(cells.get(c)) for c in columns) + " |")
+            of_attack = [r for r in mine if r["attack"] == attack]
+            cells = {_column(r): r for r in of_attack}
+            lines.append(f"| {attack} | {_sizes(of_attack)} | "
+                         + " | ".join(_cell(cells.get(c)) for c in columns) + " |")
     if masking:
         lines += _masking_lines(masking)
     if claims:

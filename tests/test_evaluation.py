@@ -114,14 +114,15 @@ def test_report_tables() -> None:
                                   "classifiers": ["target"]},
                          "train_examples": 90, "epochs_run": 12, "best_epoch": 1,
                          "best_val_loss": 0.25, "clean_accuracy": 0.97}}
-    md = render_markdown("p", "desc", {"target": {"arch": "a", "clean_accuracy": 0.99}}, rows,
-                         trained)
+    md = render_markdown("p", "desc", {"target": {"arch": "a", "clean_accuracy": 0.99, "n_test": 100}},
+                         rows, trained)
     assert ("| advae | architecture=conv_ae, classifiers=['target'], lam=0.0 | 90 | 12 | 2 | "
             "0.2500 | 97.0 |") in md
-    assert "## Defense `none` (clean 90.0)" in md
-    assert "| pgd | 50.0 | 60.0 | 70.0 | 5.0 |" in md
-    assert "| autoattack |  |  |  | 0.0 |" in md
-    assert "| target | a | 99.0 |" in md
+    # every row with its image count and standard error, sqrt(p(1-p)/n) for 0/1 scores
+    assert "## Defense `none` (clean 90.0 ± 9.5, n 10)" in md
+    assert "| pgd | 10 | 50.0 ± 15.8 | 60.0 ± 15.5 | 70.0 ± 14.5 | 5.0 ± 6.9 |" in md
+    assert "| autoattack | 4 |  |  |  | 0.0 ± 0.0 |" in md
+    assert "| target | a | 100 | 99.0 ± 1.0 |" in md
 
 
 def test_report_opens_with_the_worst_case_and_verdict() -> None:
@@ -169,19 +170,20 @@ def test_report_autograd_column_and_ablations() -> None:
         {"attack": "pgd", "threat_model": "whitebox", "source": "autograd", "accuracy": 0.95, "n": 10},
     ]}
     ablation = {"rows": [
-        {"variant": "egcfl_gen1", "attack": "clean", "threat_model": "none", "accuracy": 0.99},
-        {"variant": "egcfl_gen1", "attack": "pgd", "threat_model": "whitebox", "accuracy": 0.4},
-        {"variant": "gcln_q2", "attack": "clean", "threat_model": "none", "accuracy": 0.98},
+        {"variant": "egcfl_gen1", "attack": "clean", "threat_model": "none", "accuracy": 0.99, "n": 100},
+        {"variant": "egcfl_gen1", "attack": "pgd", "threat_model": "whitebox", "accuracy": 0.4, "n": 100},
+        {"variant": "gcln_q2", "attack": "clean", "threat_model": "none", "accuracy": 0.98, "n": 100},
         {"variant": "gcln_q2", "attack": "pgd", "threat_model": "whitebox", "source": "autograd",
-         "accuracy": 0.97}],
+         "accuracy": 0.97, "n": 50, "se": 0.03}],
         "noise_energy": {"attack": "pgd", "before": [1.0, 2.0], "after": [0.5, 1.0],
                          "mean_before": 1.5, "mean_after": 0.75, "ratio": 0.5}}
     md = render_markdown("p", "desc", {}, summary_rows({"gcln": ev}), {}, None, ablation)
-    assert "| attack | oblivious | blackbox (transfer) | blackbox (papernot) | whitebox | " \
+    assert "| attack | n | oblivious | blackbox (transfer) | blackbox (papernot) | whitebox | " \
            "whitebox (autograd) |" in md
-    assert "| pgd |  |  |  | 20.0 | 95.0 |" in md
-    assert "| variant | clean | pgd whitebox | pgd whitebox (autograd) |" in md
-    assert "| egcfl_gen1 | 99.0 | 40.0 |  |" in md and "| gcln_q2 | 98.0 |  | 97.0 |" in md
+    assert "| pgd | 10 |  |  |  | 20.0 ± 12.6 | 95.0 ± 6.9 |" in md
+    assert "| variant | n | clean | pgd whitebox | pgd whitebox (autograd) |" in md
+    assert "| egcfl_gen1 | 100 | 99.0 ± 1.0 | 40.0 ± 4.9 |  |" in md
+    assert "| gcln_q2 | 100/50 | 98.0 ± 1.4 |  | 97.0 ± 3.0 |" in md  # a row's own se comes first
     assert "1.500 before the TDZ, 0.750 after it (ratio 0.500)" in md
 
 

@@ -124,18 +124,20 @@ def test_run_grid_rows_cover_every_pair_and_attack(tmp_path) -> None:
 def test_report_has_the_transfer_table() -> None:
     rows = [{"defense": "none", "attack": "clean", "threat_model": "none", "accuracy": 0.9, "n": 1}]
     transfer = {"zoo": {"A": {"arch": "mnist_a", "clean_accuracy": 0.98}}, "rows": [
-        {"defense": "advae", "column": "X/A", "attack": "clean", "threat_model": "none", "accuracy": 0.97},
-        {"defense": "advae", "column": "X/A", "attack": "pgd", "threat_model": "whitebox", "accuracy": 0.5},
+        {"defense": "advae", "column": "X/A", "attack": "clean", "threat_model": "none", "accuracy": 0.97,
+         "n": 100},
+        {"defense": "advae", "column": "X/A", "attack": "pgd", "threat_model": "whitebox", "accuracy": 0.5,
+         "n": 100},
         {"defense": "advae", "column": "{X,A,B}/A", "attack": "pgd", "threat_model": "whitebox",
-         "accuracy": 0.75},
+         "accuracy": 0.75, "n": 100},
         {"defense": "oag", "column": "online/A", "attack": "bim", "threat_model": "oblivious",
-         "accuracy": 0.8, "undefended_accuracy": 0.1}]}
+         "accuracy": 0.8, "undefended_accuracy": 0.1, "n": 100}]}
     md = render_markdown("p", "d", {}, rows, {}, transfer)
     assert "| A | mnist_a | 98.0 |" in md
     assert "### `advae` (whitebox)" in md and "### `oag` (oblivious)" in md
-    assert "| attack | X/A | {X,A,B}/A |" in md
-    assert "| bim | 80.0 |" in md and "| bim, no defense | 10.0 |" in md
-    assert "| pgd | 50.0 | 75.0 |" in md and "| clean | 97.0 |  |" in md
+    assert "| attack | n | X/A | {X,A,B}/A |" in md
+    assert "| bim | 100 | 80.0 ± 4.0 |" in md and "| bim, no defense | 100 | 10.0 ± 3.0 |" in md
+    assert "| pgd | 100 | 50.0 ± 5.0 | 75.0 ± 4.3 |" in md and "| clean | 100 | 97.0 ± 1.7 |  |" in md
 
 
 def test_a_purifier_at_chance_on_clean_images_is_flagged_collapsed() -> None:
