@@ -60,7 +60,10 @@ def _pipeline_lines(p: dict[str, Any]) -> list[str]:
     if "skipped" in p:
         return [f"| pipeline | not run: {p['skipped']} | |"]
     c = p["change"]
-    lines = [f"| full `dvc repro` from scratch ({p['source']}) | {p['seconds_from_scratch'] / 60:.1f} min | "
+    total = (f"{p['seconds_from_scratch'] / 60:.1f} min" if not p.get("unrecorded") else
+             f"not measured: {', '.join(p['unrecorded'])} never ran in this checkout (the "
+             f"{len(p['stages'])} that did: {p['seconds_from_scratch'] / 60:.1f} min)")
+    lines = [f"| full `dvc repro` from scratch ({p['source']}) | {total} | "
              f"<= {p['goal_seconds_from_scratch'] / 60:g} min |",
              f"| repeated `dvc repro`, nothing changed | {p['seconds_noop']:.1f} s (the first in the "
              f"copied tree {p['seconds_noop_first']:.1f} s; reran {p['noop_reran'] or 'nothing'}) | "

@@ -90,3 +90,17 @@ def test_median_seconds_alternates_the_functions_after_a_warm_up_round() -> None
     calls: list[str] = []
     times = median_seconds(lambda: calls.append("a"), lambda: calls.append("b"), repeats=3)
     assert calls == ["a", "b"] * 4 and len(times) == 2 and all(t >= 0 for t in times)
+
+
+def test_a_from_scratch_total_is_never_summed_over_stages_that_did_not_run() -> None:
+    from benchmarks.__main__ import _pipeline_lines
+
+    stages = {"fetch_data": {"seconds": 60.0, "peak_rss_mib": 900.0}}
+    p = {"source": "the stages' MLflow records", "stages": stages, "groups": groups(stages),
+         "seconds_from_scratch": 60.0, "goal_seconds_from_scratch": 900, "peak_rss_mib_max": 900.0,
+         "goal_peak_rss_mib": 4096, "seconds_noop": 1.5, "goal_seconds_noop": 2.0,
+         "seconds_noop_first": 4.0, "noop_reran": [],
+         "change": {"key": "k", "from": 1, "to": 2, "reran": ["report"], "seconds": 30.0}}
+    assert "| 1.0 min |" in _pipeline_lines(p)[0]
+    partial = _pipeline_lines({**p, "unrecorded": ["evaluate_none"]})[0]
+    assert "not measured: evaluate_none never ran in this checkout (the 1 that did: 1.0 min)" in partial

@@ -1,0 +1,40 @@
+"""results/<profile>/: a reference run copied and checked against dvc.lock; the check can fail."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import yaml
+
+from workflow.results import PROVENANCE, copy, differences
+
+
+def _lock(tmp_path: Path, files: dict[str, bytes]) -> Path:
+    outs = [{"path": f"reports/p/{rel}", "hash": "md5", "md5": hashlib.md5(data).hexdigest(),
+             "size": len(data)} for rel, data in files.items()]
+    lock = tmp_path / "dvc.lock"
+    lock.write_text(yaml.safe_dump({"schema": "2.0", "stages": {"report": {"outs": outs}}}))
+    return lock
+
+
+def test_a_stale_missing_or_stray_file_is_caught_and_never_copied(tmp_path: Path) -> None:
+    files = {"report.md": b"# report\n", "figures/grid_x.png": b"png"}
+    lock = _lock(tmp_path, files)
+    source = tmp_path / "reports" / "p"
+    for rel, data in files.items():
+        (source / rel).parent.mkdir(parents=True, exist_ok=True)
+        (source / rel).write_bytes(data)
+    results = tmp_path / "results" / "p"
+    assert copy("p", results, source, lock) == []
+    assert differences("p", results, lock) == [] and (results / PROVENANCE).is_file()
+    (results / "report.md").write_bytes(b"# edited\n")
+    (results / "figures" / "grid_x.png").unlink()
+    (results / "notes.txt").write_text("x")
+    problems = differences("p", results, lock)
+    assert problems[0] == "figures/grid_x.png: missing"
+    assert problems[1].startswith("report.md: md5 ") and problems[2] == (
+        "notes.txt: not an output dvc.lock records")
+    (source / "report.md").write_bytes(b"# newer run\n")
+    assert copy("p", results, source, lock)[0].startswith("report.md: md5 ")  # refused
+    assert (results / "report.md").read_bytes() == b"# edited\n"
