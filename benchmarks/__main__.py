@@ -10,7 +10,6 @@ from typing import Any
 import yaml
 
 from benchmarks.attacks import attack_overhead, pgd_vs_reference
-from benchmarks.machine import machine
 from benchmarks.oag import oag_batching
 from benchmarks.pipeline import install, pipeline, recorded
 from repurify import paths
@@ -22,6 +21,7 @@ from repurify.params import load_params
 from repurify.runtime import resolve_device
 from repurify.training import to_unit
 from workflow.dag import stages, stale
+from workflow.machine import machine
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent

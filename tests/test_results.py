@@ -25,8 +25,10 @@ def test_a_stale_missing_or_stray_file_is_caught_and_never_copied(tmp_path: Path
     for rel, data in files.items():
         (source / rel).parent.mkdir(parents=True, exist_ok=True)
         (source / rel).write_bytes(data)
+    (source / "scratch.txt").write_text("not recorded")  # left behind, not a reason to refuse
     results = tmp_path / "results" / "p"
     assert copy("p", results, source, lock) == []
+    assert not (results / "scratch.txt").exists()
     assert differences("p", results, lock) == [] and (results / PROVENANCE).is_file()
     (results / "report.md").write_bytes(b"# edited\n")
     (results / "figures" / "grid_x.png").unlink()

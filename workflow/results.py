@@ -23,6 +23,7 @@ import torch
 import yaml
 
 from workflow.imports import ROOT
+from workflow.machine import cpu_name
 
 PROVENANCE = "provenance.json"
 
@@ -39,24 +40,21 @@ def _md5(path: Path) -> str:
     return hashlib.md5(path.read_bytes()).hexdigest()
 
 
+def _stale(want: dict[str, str], folder: Path) -> list[str]:
+    """The recorded files that ``folder`` lacks or holds with another md5."""
+    out = [f"{rel}: missing" for rel in sorted(want) if not (folder / rel).is_file()]
+    return out + [f"{rel}: md5 {_md5(folder / rel)}, dvc.lock has {md5}" for rel, md5 in sorted(want.items())
+                  if (folder / rel).is_file() and _md5(folder / rel) != md5]
+
+
 def differences(profile: str, results: Path, lock: Path = ROOT / "dvc.lock") -> list[str]:
     """How ``results`` (a ``results/<profile>/`` folder) differs from ``dvc.lock``: empty if not."""
     want = recorded(profile, lock)
     if not want:
         return [f"{lock.name} records no output under reports/{profile}/: is it the {profile} run?"]
-    out = [f"{rel}: missing" for rel in sorted(want) if not (results / rel).is_file()]
-    out += [f"{rel}: md5 {_md5(results / rel)}, dvc.lock has {md5}" for rel, md5 in sorted(want.items())
-            if (results / rel).is_file() and _md5(results / rel) != md5]
     extra = {p.relative_to(results).as_posix() for p in results.rglob("*") if p.is_file()}
-    out += [f"{rel}: not an output dvc.lock records" for rel in sorted(extra - set(want) - {PROVENANCE})]
-    return out
-
-
-def _cpu() -> str:
-    info = Path("/proc/cpuinfo")
-    names = [line.split(":", 1)[1].strip() for line in info.read_text().splitlines()
-             if line.startswith("model name")] if info.exists() else []
-    return names[0] if names else platform.processor() or platform.machine()
+    return _stale(want, results) + [f"{rel}: not an output dvc.lock records"
+                                    for rel in sorted(extra - set(want) - {PROVENANCE})]
 
 
 def _provenance(profile: str) -> dict[str, object]:
@@ -66,7 +64,7 @@ def _provenance(profile: str) -> dict[str, object]:
 
     return {"profile": profile, "commit": git("rev-parse", "HEAD"),
             "uncommitted": git("status", "--porcelain", "--untracked-files=no").splitlines(),
-            "device": f"cpu: {_cpu()}", "python": platform.python_version(), "torch": torch.__version__}
+            "device": f"cpu: {cpu_name()}", "python": platform.python_version(), "torch": torch.__version__}
 
 
 def copy(profile: str, results: Path, source: Path | None = None,
@@ -74,11 +72,14 @@ def copy(profile: str, results: Path, source: Path | None = None,
     """Replace ``results`` with the recorded outputs in ``source`` (``reports/<profile>/``); nothing
     is copied, and the differences are returned, unless every one matches ``dvc.lock``."""
     source = source or ROOT / "reports" / profile
-    if bad := [d for d in differences(profile, source, lock) if not d.endswith("records")]:
+    want = recorded(profile, lock)
+    if not want:
+        return differences(profile, source, lock)
+    if bad := _stale(want, source):  # a stray file in source is left behind, not refused
         return bad
     if results.exists():
         shutil.rmtree(results)
-    for rel in recorded(profile, lock):
+    for rel in want:
         (results / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source / rel, results / rel)
     (results / PROVENANCE).write_text(json.dumps(_provenance(profile), indent=2, sort_keys=True) + "\n")
