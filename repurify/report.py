@@ -109,20 +109,21 @@ def _convergence_lines(evaluations: dict[str, dict[str, Any]]) -> list[str]:
     conv = {d: ev["convergence"] for d, ev in evaluations.items() if "convergence" in ev}
     if not conv:
         return []
-    first = next(iter(conv.values()))
-    steps, restarts = [p["steps"] for p in first["steps"]], [p["restarts"] for p in first["restarts"]]
+    # the union of probed counts: a profile may probe one defense (OAG) on a shorter ladder
+    steps = sorted({p["steps"] for c in conv.values() for p in c["steps"]})
+    restarts = sorted({p["restarts"] for c in conv.values() for p in c["restarts"]})
     lines = ["", "## Convergence of the adaptive attack", "",
              "Accuracy of the adaptive PGD after each number of steps (first restart) and of restarts "
              "(all steps), on the adaptive images; `attack converged` fails when the last doubling "
-             "still lowers accuracy beyond noise (paired sign test).", "",
+             "still lowers accuracy beyond noise (paired sign test). A blank cell: not probed for "
+             "that defense.", "",
              "| defense | n | " + " | ".join(f"{s} steps" for s in steps) + " | "
              + " | ".join(f"{r} restarts" for r in restarts) + " |",
              "|---" * (2 + len(steps) + len(restarts)) + "|"]
     for d, c in conv.items():
-        cells = [_pct(p["accuracy"]) for p in c["steps"]] + [_pct(p["accuracy"]) for p in c["restarts"]]
-        if len(c["steps"]) != len(steps) or len(c["restarts"]) != len(restarts):
-            cells = [f"{p['steps']}: {_pct(p['accuracy'])}" for p in c["steps"]] + [
-                f"{p['restarts']}: {_pct(p['accuracy'])}" for p in c["restarts"]]
+        at_steps = {p["steps"]: _pct(p["accuracy"]) for p in c["steps"]}
+        at_restarts = {p["restarts"]: _pct(p["accuracy"]) for p in c["restarts"]}
+        cells = [at_steps.get(s, "") for s in steps] + [at_restarts.get(r, "") for r in restarts]
         lines.append(f"| {d} | {c['n']} | " + " | ".join(cells) + " |")
     return lines
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from repurify.report import render_markdown
+from repurify.report import _convergence_lines, render_markdown
 
 
 def _claim(**kw) -> dict:
@@ -36,3 +36,15 @@ def test_masking_claims_and_figures_sections() -> None:
         {"egcfl": [_claim(threat_model_paper=None)]}, {"egcfl": "EGC-FL"}))
     assert "| ResNet-18 | not stated: whitebox | pgd (pgd) |" in unstated
     assert "![eps curve](figures/eps_sweep.png)" in md
+
+
+def test_convergence_columns_are_the_union_of_probed_ladders() -> None:
+    def conv(steps: dict[int, float], restarts: dict[int, float], n: int) -> dict:
+        return {"convergence": {"n": n, "steps": [{"steps": s, "accuracy": a} for s, a in steps.items()],
+                                "restarts": [{"restarts": r, "accuracy": a} for r, a in restarts.items()]}}
+
+    md = "\n".join(_convergence_lines({"egcfl": conv({25: .42, 50: .33}, {1: .3, 5: .2}, 100),
+                                        "oag": conv({5: .95, 50: .8}, {1: .8, 2: .7}, 20)}))
+    assert "| defense | n | 5 steps | 25 steps | 50 steps | 1 restarts | 2 restarts | 5 restarts |" in md
+    assert "| egcfl | 100 |  | 42.0 | 33.0 | 30.0 |  | 20.0 |" in md
+    assert "| oag | 20 | 95.0 |  | 80.0 | 80.0 | 70.0 |  |" in md
