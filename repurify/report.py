@@ -236,7 +236,8 @@ def _diff(v: float | None, claimed: float, same: bool) -> str:
     return "" if v is None else f"{100 * (v - claimed):+.1f}"
 
 
-def _claims_lines(comparison: dict[str, list[dict[str, Any]]], titles: dict[str, str]) -> list[str]:
+def _claims_lines(comparison: dict[str, list[dict[str, Any]]], titles: dict[str, str],
+                  data_note: str | None = None) -> list[str]:
     """Per paper: claimed, reproduced under its protocol and under the adaptive attack."""
     lines = ["", "## Claimed vs reproduced", "",
              "Each paper's accuracy claims about a configuration a slot reproduces "
@@ -246,6 +247,8 @@ def _claims_lines(comparison: dict[str, list[dict[str, Any]]], titles: dict[str,
              "not say how its white-box attack got gradients); *adaptive*: the white-box attack "
              "with BPDA/EOT. Where this profile's setting differs from the paper's, the differences "
              "are not computed: the numbers beside the claim are this profile's analogue."]
+    if data_note:
+        lines += ["", f"**Data.** {data_note}"]
     for paper, rows in comparison.items():
         lines += ["", f"### {paper}: {titles[paper]}", ""]
         if not rows:
@@ -305,7 +308,8 @@ def render_markdown(profile: str, description: str, classifiers: dict[str, Any],
                     masking: dict[str, dict[str, Any]] | None = None,
                     claims: tuple[dict[str, list[dict[str, Any]]], dict[str, str]] | None = None,
                     figures: dict[str, str] | None = None,
-                    evaluations: dict[str, dict[str, Any]] | None = None, attack: str = "pgd") -> str:
+                    evaluations: dict[str, dict[str, Any]] | None = None, attack: str = "pgd",
+                    data_note: str | None = None) -> str:
     """Markdown: classifiers, trained defenses, OAG's calibration, per defense a table attack x
     threat model, the gradient-masking verdicts, each paper's claims beside the reproduced
     numbers, the model-transfer grid, the ablations and the figures (title -> relative path)."""
@@ -354,7 +358,7 @@ def render_markdown(profile: str, description: str, classifiers: dict[str, Any],
     if masking:
         lines += _masking_lines(masking)
     if claims:
-        lines += _claims_lines(*claims)
+        lines += _claims_lines(*claims, data_note=data_note)
     if transfer and transfer["rows"]:
         lines += _transfer_lines(transfer)
     if ablation and ablation["rows"]:

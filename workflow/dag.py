@@ -2,9 +2,9 @@
 
 :func:`stages` lists a profile's stages: the shared ones, each defense slot's own (its kind's
 preparation, evaluate, check), the experiments the profile configures and the report. A stage's
-code dependencies are its script's import closure plus the defense modules it runs
-(:mod:`workflow.imports`). The Snakefile builds its rules from it; ``dvc.yaml`` and
-``slurm/config.yaml`` are rendered for the profile params.yaml names by ``python -m
+code dependencies are its script's import closure plus the modules it runs by name, its
+defenses and its dataset's loader (:mod:`workflow.imports`). The Snakefile builds its rules from
+it; ``dvc.yaml`` and ``slurm/config.yaml`` are rendered for the profile params.yaml names by ``python -m
 workflow.dag`` and committed (a test fails when they are stale). Paths are ``{profile}``
 templates: DVC receives ``${profile}`` (interpolated from params.yaml), Snakemake the concrete
 profile it runs.
@@ -22,6 +22,7 @@ from pathlib import Path
 import yaml
 
 from repurify import paths
+from repurify.data import source_module
 from repurify.defenses import get
 from repurify.params import ProfileParams, load_params, prepared
 from repurify.plots import PLOTS
@@ -58,7 +59,7 @@ class Stage:
     deps: tuple[str, ...]  # pipeline inputs (path templates)
     params: tuple[str, ...]  # keys, relative to profiles.<profile> unless prefixed by "/"
     outs: tuple[str, ...]
-    code: tuple[str, ...] = ()  # modules run by name (the defenses), beyond the script's imports
+    code: tuple[str, ...] = ()  # modules run by name (defenses, the dataset), beyond the script's imports
     metrics: tuple[str, ...] = ()  # small JSON, DVC `cache: false`
     uncached: tuple[str, ...] = ()  # other outputs kept in git rather than the DVC cache
     out_dirs: tuple[str, ...] = ()  # folder outputs (Snakemake `directory()`)
@@ -152,7 +153,7 @@ def stages(prof: ProfileParams) -> tuple[Stage, ...]:
     trained = prepared(prof, "train")
     table: list[Stage] = [
         Stage(name="fetch_data", deps=(), params=("data",), outs=(paths.DATASET, paths.MANIFEST),
-              resources=Resources(mem_mb=16000, runtime_min=60)),
+              code=(source_module(prof.data.name),), resources=Resources(mem_mb=16000, runtime_min=60)),
         Stage(name="train_classifier", deps=(paths.DATASET,), params=("/seed", "classifiers"),
               outs=CLASSIFIERS, metrics=(paths.CLASSIFIER_METRICS,), resources=GPU_JOB),
         Stage(name="generate_attacks", deps=(paths.DATASET, *CLASSIFIERS),

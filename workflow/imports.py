@@ -2,7 +2,8 @@
 
 Read from the source with :mod:`ast` (every ``import``, also those inside functions), never by
 running it. Only the packages of this repository count; imports the code makes by name at run
-time (the purifier registry's) are not followed, so each stage adds the defense modules it runs.
+time (the purifier and dataset registries') are not followed, so each stage adds the defense and
+dataset modules it runs.
 """
 
 from __future__ import annotations

@@ -1,15 +1,16 @@
-"""Dataset registry: name -> loader returning uint8 NCHW tensors for train and test."""
+"""Dataset registry: name -> loader module returning uint8 NCHW tensors for train and test."""
 
-from repurify.data import sources as _sources  # noqa: F401  (registers the loaders)
-from repurify.data.base import DATASETS, Split, load_split, prepare
+from repurify.data.base import Split, list_datasets, load_raw, load_split, prepare, source_module
 from repurify.data.store import DatasetFile, load_dataset, save_dataset
 
 __all__ = [
-    "DATASETS",
     "DatasetFile",
     "Split",
+    "list_datasets",
     "load_dataset",
+    "load_raw",
     "load_split",
     "prepare",
     "save_dataset",
+    "source_module",
 ]

@@ -1,11 +1,14 @@
-"""The dataset registry and the shared uint8 NCHW normalisation."""
+"""The dataset registry (one loader module per dataset) and the shared uint8 NCHW normalisation."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
+import pkgutil
 from dataclasses import dataclass
+from functools import cache
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -24,20 +27,36 @@ class Split:
     classes: tuple[str, ...]
 
 
-Loader = Callable[["DataParams"], Split]
-DATASETS: dict[str, Loader] = {}
+SOURCES = "repurify.data.sources"  # one module per dataset, imported by name when loaded
 
 
-def register(name: str) -> Callable[[Loader], Loader]:
-    """Add a loader to :data:`DATASETS` under ``name``."""
+@cache
+def list_datasets() -> list[str]:
+    """The dataset names: the modules of :data:`SOURCES` (listed, not imported), sorted."""
+    package = importlib.import_module(SOURCES)
+    return sorted(m.name for m in pkgutil.iter_modules(package.__path__) if not m.name.startswith("_"))
 
-    def deco(fn: Loader) -> Loader:
-        if name in DATASETS:
-            raise KeyError(f"dataset {name!r} registered twice")
-        DATASETS[name] = fn
-        return fn
 
-    return deco
+def source_module(name: str) -> str:
+    """The module that loads dataset ``name``: the one code dependency of fetching it."""
+    if name not in list_datasets():
+        raise KeyError(f"unknown dataset {name!r}; choose one of {list_datasets()}")
+    return f"{SOURCES}.{name}"
+
+
+def load_raw(p: DataParams) -> Split:
+    """The dataset ``p.name`` as its loader returns it, before :func:`prepare`."""
+    return importlib.import_module(source_module(p.name)).load(p)
+
+
+def stratified_split(x: torch.Tensor, y: torch.Tensor, test_fraction: float,
+                     classes: tuple[str, ...]) -> Split:
+    """A fixed split of one pool of images, each class in proportion (seed 0, whatever the run's)."""
+    from sklearn.model_selection import train_test_split
+
+    idx_train, idx_test = train_test_split(np.arange(len(y)), test_size=test_fraction, random_state=0,
+                                           stratify=y.numpy())
+    return Split(x[idx_train], y[idx_train], x[idx_test], y[idx_test], classes)
 
 
 def to_nchw_uint8(images: torch.Tensor, size: int, channels: int) -> torch.Tensor:
@@ -82,4 +101,4 @@ def prepare(split: Split, p: DataParams) -> Split:
 
 def load_split(p: DataParams) -> Split:
     """Load the dataset ``p.name`` and normalise it to the profile's format."""
-    return prepare(DATASETS[p.name](p), p)
+    return prepare(load_raw(p), p)

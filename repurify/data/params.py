@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from repurify.data.base import DATASETS
+from repurify.data.base import list_datasets
 from repurify.schema import Strict
 
 
@@ -19,7 +19,7 @@ class DataParams(Strict):
     image_size: int = Field(gt=0)
     channels: Literal[1, 3]
     download: bool = True
-    test_fraction: float = Field(default=0.25, gt=0, lt=1)  # digits only
+    test_fraction: float = Field(default=0.25, gt=0, lt=1)  # digits and mnist5k (one pool, split here)
     train_limit: int | None = Field(default=None, gt=0)
     test_limit: int | None = Field(default=None, gt=0)
     train_dir: str = "train"  # ImageFolder layouts only
@@ -28,8 +28,8 @@ class DataParams(Strict):
     @field_validator("name")
     @classmethod
     def _known_dataset(cls, v: str) -> str:
-        if v not in DATASETS:
-            raise ValueError(f"unknown dataset {v!r}; choose one of {sorted(DATASETS)}")
+        if v not in list_datasets():
+            raise ValueError(f"unknown dataset {v!r}; choose one of {list_datasets()}")
         return v
 
     @property
