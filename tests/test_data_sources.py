@@ -28,6 +28,7 @@ from PIL import Image
 from repurify.data import Split, list_datasets, load_dataset, load_raw, load_split, prepare, save_dataset
 from repurify.data.base import to_nchw_uint8
 from repurify.data.sources._files import ensure
+from repurify.data.sources.imagefolder import class_interleaved
 from repurify.data.store import FORMAT_VERSION, channel_stats
 from repurify.errors import CheckpointError, DataUnavailableError
 from repurify.params import DataParams
@@ -368,13 +369,29 @@ def test_imagefolder_resize_centre_crop_labels(tmp_path: Path) -> None:
     assert s.classes == ("cat", "dog")
     assert s.x_train.dtype == torch.uint8
     assert s.x_train.shape == (5, 3, 16, 16) and s.x_test.shape == (4, 3, 16, 16)
-    assert s.y_train.tolist() == [0, 0, 0, 1, 1] and s.y_test.tolist() == [0, 1, 1, 1]
-    for x, y in ((s.x_train, s.y_train), (s.x_test[:3], s.y_test[:3])):
+    assert s.y_train.tolist() == [0, 1, 0, 1, 0] and s.y_test.tolist() == [0, 1, 1, 1]  # interleaved
+    gray = torch.full((3, 16, 16), 120, dtype=torch.uint8)
+    at = [i for i in range(4) if torch.equal(s.x_test[i], gray)]
+    assert len(at) == 1 and s.y_test[at[0]] == 1
+    for x, y in ((s.x_train, s.y_train), (s.x_test, s.y_test)):
         for img, label in zip(x, y, strict=True):
+            if torch.equal(img, gray):
+                continue
             want = torch.tensor(COLOURS[s.classes[int(label)]], dtype=torch.int16).view(3, 1, 1)
             inner = img[:, 2:14, 2:14].to(torch.int16)  # away from the blended crop edge
             assert (inner - want).abs().max() <= 2, "centre crop keeps the centre square"
-    assert torch.equal(s.x_test[3], torch.full((3, 16, 16), 120, dtype=torch.uint8))
+
+
+def test_imagefolder_prefixes_are_stratified_and_seeded(tmp_path: Path) -> None:
+    write_imagefolder(tmp_path, {"a": 6, "b": 6, "c": 6}, {"a": 4, "b": 4, "c": 4})
+    s = load_split(params("imagefolder", tmp_path, 8, 3, download=False))
+    for n in (3, 6, 9, 12):
+        assert torch.bincount(s.y_test[:n], minlength=3).tolist() == [n // 3] * 3
+    assert torch.bincount(s.y_train[:6], minlength=3).tolist() == [2, 2, 2]
+    again = load_split(params("imagefolder", tmp_path, 8, 3, download=False))
+    assert torch.equal(s.x_train, again.x_train) and torch.equal(s.y_test, again.y_test)
+    uneven = class_interleaved(torch.tensor([0, 0, 0, 0, 1, 2]))
+    assert torch.tensor([0, 0, 0, 0, 1, 2])[uneven].tolist() == [0, 1, 2, 0, 0, 0]
 
 
 def test_imagefolder_grayscale_and_limit(tmp_path: Path) -> None:

@@ -1,4 +1,9 @@
-"""Flowers-17 / ImageNet subsets laid out as ``<root>/<train_dir|test_dir>/<class>/*.jpg``."""
+"""Flowers-17 / ImageNet subsets laid out as ``<root>/<train_dir|test_dir>/<class>/*.jpg``.
+
+An ImageFolder lists its images class by class, so the first n of them would cover a few classes
+only. Both splits are therefore stored class-interleaved (seeded), and every ``[:n]`` subset taken
+downstream (evaluation, adaptive images, calibration, ablations, transfer) is stratified.
+"""
 
 from __future__ import annotations
 
@@ -25,6 +30,19 @@ def _read_folder(folder: tvd.ImageFolder, size: int) -> tuple[torch.Tensor, torc
         img = TF.center_crop(TF.resize(img, size, antialias=True), [size, size])
         out[i] = TF.pil_to_tensor(img.convert("RGB"))
     return out, labels(folder.targets)
+
+
+def class_interleaved(y: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """An order in which each prefix of k x C images holds k of each of the C classes (while a
+    class lasts): each class shuffled (``seed``), then dealt round-robin."""
+    gen = torch.Generator().manual_seed(seed)
+    key = torch.empty(len(y), dtype=torch.int64)
+    classes = y.unique().tolist()
+    for c, cls in enumerate(classes):
+        members = torch.nonzero(y == cls).flatten()
+        members = members[torch.randperm(len(members), generator=gen)]
+        key[members] = torch.arange(len(members)) * len(classes) + c
+    return torch.argsort(key)
 
 
 def _image_folder(folder: Path) -> tvd.ImageFolder:
@@ -55,6 +73,6 @@ def load(p: DataParams) -> Split:
             f"imagefolder: class folders differ between {dirs[0]} and {dirs[1]}: "
             f"{sorted(set(tr.classes) ^ set(te.classes))}"
         )
-    x_tr, y_tr = _read_folder(tr, p.image_size)
-    x_te, y_te = _read_folder(te, p.image_size)
-    return Split(x_tr, y_tr, x_te, y_te, tuple(tr.classes))
+    (x_tr, y_tr), (x_te, y_te) = _read_folder(tr, p.image_size), _read_folder(te, p.image_size)
+    o_tr, o_te = class_interleaved(y_tr), class_interleaved(y_te)
+    return Split(x_tr[o_tr], y_tr[o_tr], x_te[o_te], y_te[o_te], tuple(tr.classes))
