@@ -248,6 +248,15 @@ def test_compare_reports_metrics_and_differing_params(two_pipelines: tuple[str, 
     assert listed[a][-4:] == ["smoke", "cli", "2", "FINISHED"] and listed[b][-4:-2] == ["digits", "cli"]
 
 
+def test_compare_into_a_closed_pipe_ends_quietly(two_pipelines: tuple[str, str]) -> None:
+    """`python -m repurify.compare | head`: the reader is gone before the table is written."""
+    proc = subprocess.Popen([sys.executable, "-m", "repurify.compare", "--list"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()  # long before the child has imported MLflow and printed
+    err = proc.stderr.read()
+    assert proc.wait(timeout=600) == 0 and "Traceback" not in err and "BrokenPipe" not in err, err
+
+
 @pytest.mark.parametrize(("argv", "message"), [
     (["nope", "nope2"], "'nope': unknown"),
     (["", ""], "ambiguous (2 runs match)"),
