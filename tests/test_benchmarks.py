@@ -104,3 +104,16 @@ def test_a_from_scratch_total_is_never_summed_over_stages_that_did_not_run() -> 
     assert "| 1.0 min |" in _pipeline_lines(p)[0]
     partial = _pipeline_lines({**p, "unrecorded": ["evaluate_none"]})[0]
     assert "not measured: evaluate_none never ran in this checkout (the 1 that did: 1.0 min)" in partial
+
+
+def test_determinism_probe_trains_both_classifiers_reproducibly(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from benchmarks.determinism import KNOBS, _train
+
+    _smoke_inputs(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    first, again = _train("smoke"), _train("smoke")
+    assert set(first) == set(paths.ROLES) and first == again  # same machine, same bytes
+    assert all(len(r["md5"]) == 32 and r["train_loss"] > 0 for r in first.values())
+    assert KNOBS["committed pins"] == {}
+    assert all(isinstance(v, str) for env in KNOBS.values() for v in env.values())
