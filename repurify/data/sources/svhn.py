@@ -18,7 +18,7 @@ _FILES = ["train_32x32.mat", "test_32x32.mat"]
 
 
 class _SVHN(tvd.SVHN):
-    """torchvision SVHN (same presence check as :class:`_CIFAR10`)."""
+    """torchvision SVHN whose presence check does not insist on upstream MD5s (as cifar10's)."""
 
     def _check_integrity(self) -> bool:
         return (Path(self.root) / self.filename).is_file()
