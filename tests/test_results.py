@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import yaml
 
 from workflow.results import PROVENANCE, copy, differences
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_committed_digits_results_match_the_lock() -> None:
+    """The report linked from the README is the one dvc.lock records (rerun `python -m
+    workflow.results --profile digits` after `dvc repro`)."""
+    assert differences("digits", ROOT / "results" / "digits") == []
+    provenance = json.loads((ROOT / "results" / "digits" / PROVENANCE).read_text())
+    assert provenance["profile"] == "digits" and provenance["commit"] and provenance["device"]
 
 
 def _lock(tmp_path: Path, files: dict[str, bytes]) -> Path:
