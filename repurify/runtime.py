@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import random
 
 import numpy as np
@@ -12,13 +11,14 @@ from repurify.errors import ParamsError
 
 
 def seed_everything(seed: int) -> torch.Generator:
-    """Seed Python, NumPy and torch, ask torch for deterministic kernels, return a generator."""
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    """Seed Python, NumPy and torch, ask torch for deterministic kernels and full-fp32
+    convolutions, return a generator."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
     torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.allow_tf32 = False  # ours: cuDNN's TF32 default rounds to 10 mantissa bits
     return torch.Generator().manual_seed(seed)
 
 

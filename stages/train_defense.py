@@ -28,7 +28,8 @@ def train_defense(params: Params, args: argparse.Namespace) -> None:
     with stage_run("train_defense", params, defense=name) as run:
         purifier, hist, info = get(spec.kind).fit(spec, to_unit(s.x_train), s.y_train, classifiers,
                                                   device=device, gen=gen)
-        clean = accuracy(DefendedModel(purifier, classifiers["target"]), s.x_test, s.y_test, device)
+        defended = DefendedModel(purifier, classifiers["target"]).to(device)
+        clean = accuracy(defended, s.x_test, s.y_test, device)
         save_defense(paths.path(paths.DEFENSE, profile, defense=name), purifier.cpu(), spec, {
             "image_shape": list(ds.image_shape), "profile": profile, "defense": name,
             "classifiers": {r: getattr(prof.classifiers, r).model_dump(mode="json")

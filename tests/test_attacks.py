@@ -243,3 +243,32 @@ def test_cw_with_confidence_counts_a_success_only_beyond_the_margin() -> None:
     true = logits.gather(1, y.view(-1, 1)).squeeze(1)
     other = logits.scatter(1, y.view(-1, 1), float("-inf")).amax(1)
     assert (other[moved] - true[moved] >= kappa - 1e-4).all()
+
+
+class _Alerting(nn.Module):
+    """A model whose forward warns as torch's CUDA kernels do under deterministic algorithms."""
+
+    def __init__(self, model: nn.Module, sigma: float = 0.0) -> None:
+        super().__init__()
+        self.model, self.sigma = model, sigma
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        import warnings
+
+        warnings.warn("upsample_bilinear2d_backward_out_cuda does not have a deterministic implementation",
+                      stacklevel=1)
+        return self.model(x + self.sigma * torch.randn_like(x))
+
+
+@pytest.mark.parametrize("sigma", [0.0, 0.5])
+def test_autoattack_notes_hold_the_packages_warnings_only(setup, sigma: float) -> None:
+    """A warning the defended model raises is not AutoAttack's check; the package's own
+    (here its randomized-defense check, under input noise) still reaches the notes."""
+    from repurify.attacks.autoattack import autoattack
+
+    model, x, y = setup
+    notes: list[str] = []
+    autoattack(_Alerting(model, sigma).eval(), x[:8], Goal(y[:8]), norm="linf", eps=0.1, version="custom",
+               attacks=["apgd-ce"], seed=0, n_iter=2, notes=notes)
+    assert not any("deterministic" in n for n in notes)
+    assert any("randomized" in n for n in notes) == (sigma > 0)

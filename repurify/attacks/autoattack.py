@@ -11,13 +11,15 @@ draw says "robust". Instead every sub-attack runs on every point with ``eot_iter
 (APGD returns its best-loss iterate), each candidate is scored on ``samples`` fresh draws, and
 each point keeps the candidate with the lowest multi-draw accuracy, the clean image included.
 The package's warnings (its ``checks.py``, through ``warnings`` or its logger) are appended to
-``notes``.
+``notes``; warnings raised elsewhere during the attack (on CUDA, torch's alerts that a kernel of
+the defended model has no deterministic implementation) are not the package's and stay out.
 """
 
 from __future__ import annotations
 
 import logging
 import warnings
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -32,6 +34,7 @@ def autoattack(model: nn.Module, x: torch.Tensor, goal: Goal, *, norm: str, eps:
                version: str, attacks: list[str] | None, seed: int, n_queries: int | None = None,
                n_iter: int | None = None, samples: int = 1, notes: list[str] | None = None,
                **_: object) -> torch.Tensor:
+    import pyautoattack
     from pyautoattack import AutoAttack
 
     if goal.target is not None:
@@ -59,7 +62,8 @@ def autoattack(model: nn.Module, x: torch.Tensor, goal: Goal, *, norm: str, eps:
     finally:
         logger.removeHandler(logged)
     if notes is not None:
-        said = [str(w.message) for w in caught] + logged.messages
+        package = Path(pyautoattack.__file__).parent
+        said = [str(w.message) for w in caught if package in Path(w.filename).parents] + logged.messages
         notes += [m for m in dict.fromkeys(said) if m not in notes]
     return x_adv.detach()
 
