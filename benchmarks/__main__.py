@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from workflow.machine import machine
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+GPU = HERE / "gpu.json"  # the last GPU run (benchmarks/device.sh), rendered as the "GPU" section
 EDITED = ("repurify/defenses/oag.py",)  # files whose edit the rerun figure follows
 
 
@@ -52,8 +54,9 @@ def markdown(results: dict[str, Any]) -> str:
         f"T_N {o['network_steps']}) | >= {o['goal_speedup']:g}x |",
         *(f"| stages an edit of `{f}` reruns (the stage table's code dependencies) | "
           f"{', '.join(names)} | that defense's stages, its variants' experiments and the report |"
-          for f, names in results["edit_reruns"].items()),
-        *_pipeline_lines(results["pipeline"]), *_install_lines(results["install"]), ""])
+          for f, names in results.get("edit_reruns", {}).items()),
+        *_pipeline_lines(results["pipeline"]), *_install_lines(results["install"]), "",
+        *gpu_lines(GPU)])
 
 
 def _pipeline_lines(p: dict[str, Any]) -> list[str]:
@@ -76,6 +79,46 @@ def _pipeline_lines(p: dict[str, Any]) -> list[str]:
               f"({100 * g['share']:.0f}% of the run) | |" for g in p["groups"]]
     return lines + [f"| &nbsp; `{name}` | {s['seconds']:.1f} s, {s['peak_rss_mib']:.0f} MiB | |"
                     for name, s in p["stages"].items()]
+
+
+def gpu_lines(path: Path) -> list[str]:
+    """The "GPU" section: the figures of the last ``benchmarks/device.sh`` run, if committed."""
+    if not path.exists():
+        return ["## GPU", "", "No GPU run recorded: `bash benchmarks/device.sh OUTDIR` on a GPU machine.", ""]
+    g = json.loads(path.read_text())
+    m, s, t, u = g["machine"], g["suite"], g["throughput"], g["gpu_samples"]
+    a, r, o = s["attack_overhead"], s["pgd_vs_reference"], s["oag_batching"]
+    aa_gpu, aa_cpu = g["autoattack_rand"]["cuda"], g["autoattack_rand"]["cpu"]
+    lines = ["## GPU", "", f"{m['gpu']}, torch {m['torch']}, {m['cpu_cores']} CPU cores; {g['source']}. "
+             f"GPU busy {u['utilisation_mean_percent']:.0f}% of the {u['seconds']} s sampled, at most "
+             f"{u['memory_max_mib']:.0f} MiB.",
+             "", "| figure | GPU | goal or CPU |", "|---|---|---|",
+             f"| PGD-{a['steps']} / ({a['steps']} x forward+backward), batch {a['batch']} | {a['ratio']:.3f} "
+             f"({a['seconds_pgd']:.3f} s vs {a['seconds_forward_backward'] * 1e3:.2f} ms per pass) | "
+             f"<= {a['goal_ratio']:g} |",
+             f"| PGD-{r['steps']} time, repurify / ART, batch {r['batch']} | {r['time_ratio']:.3f} "
+             f"({r['seconds_repurify']:.3f} s vs {r['seconds_reference']:.3f} s; robust accuracy "
+             f"{100 * r['robust_accuracy_repurify']:.2f} vs {100 * r['robust_accuracy_reference']:.2f}) | "
+             f"<= {r['goal_time_ratio']:g} |",
+             f"| OAG batched / one-at-a-time (batch {o['batch']}, T_N {o['network_steps']}) | "
+             f"{o['speedup']:.1f}x ({o['images_per_second_batched']:.0f} vs "
+             f"{o['images_per_second_loop']:.1f} images/s; max difference {o['max_abs_difference']:.1e}) | "
+             f">= {o['goal_speedup']:g}x |",
+             f"| PGD-{t['steps']} through {t['purifier']} + {t['classifier']}, random {t['image_shape']} "
+             f"batches of {t['batch']} | {t['images_per_second_pgd']:.0f} images/s (forward+backward "
+             f"{t['images_per_second_forward_backward']:.0f} images/s; ratio {t['ratio']:.3f}; "
+             f"{t['peak_gpu_memory_mib']:.0f} MiB) | |",
+             f"| OAG, AutoAttack rand point by point (digits, n {aa_gpu['n']}, EOT {aa_gpu['eot_samples']}, "
+             f"APGD {aa_gpu['apgd_iterations']} iterations) | {aa_gpu['seconds']['point_by_point']} s, "
+             f"accuracy {100 * aa_gpu['point_by_point_accuracy']:.1f} | CPU (2 cores): "
+             f"{aa_cpu['seconds']['point_by_point']} s, accuracy "
+             f"{100 * aa_cpu['point_by_point_accuracy']:.1f} |"]
+    for name, st in g["studies"].items():
+        done = ", ".join(f"{k} {v['seconds']:.0f} s" for k, v in st["stages"].items() if v.get("rc") == 0)
+        cut = [k for k, v in st["stages"].items() if v.get("rc") not in (0, None)]
+        lines.append(f"| `{name}` stages on `--device {st['device']}`, {st['jobs']} at a time, "
+                     f"{st['budget_s']:.0f} s budget | {done} | not finished: {', '.join(cut) or 'none'} |")
+    return [*lines, "", *(f"- {n}" for n in g.get("notes", [])), ""]
 
 
 def _install_lines(i: dict[str, Any]) -> list[str]:
@@ -102,7 +145,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--install", action="store_true",
                     help="also time a fresh virtual environment from requirements.lock (minutes)")
     ap.add_argument("--out", default=str(HERE / "results.json"))
+    ap.add_argument("--render", action="store_true",
+                    help="only rewrite results.md from results.json and gpu.json (nothing timed)")
     args = ap.parse_args(argv)
+    if args.render:
+        write_text(Path(args.out).with_suffix(".md"), markdown(json.loads(Path(args.out).read_text())))
+        return 0
     params = load_params("params.yaml", args.profile)
     prof, device = params.active, resolve_device(args.device)
     shape = (prof.data.channels, prof.data.image_size, prof.data.image_size)
