@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -93,11 +94,17 @@ def load_torch(path: str | Path, produced_by: str) -> Any:
     if not path.is_file():
         raise CheckpointError(f"{path}: not found; run the `{produced_by}` stage first")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's notes on pickle protocols, for a file we refuse
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for truncated/garbled files
+        # torch's own text advises loading with weights_only=False, which would run whatever code
+        # the file holds: never quote it
+        reason = ("it holds what a safe load refuses" if "weights_only" in str(exc)
+                  else f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}")
         raise CheckpointError(
-            f"{path}: cannot be loaded ({type(exc).__name__}: {str(exc)[:200]}); the file is "
-            f"corrupt or not a repurify output: delete it and rerun the `{produced_by}` stage"
+            f"{path}: cannot be loaded ({reason}); the file is corrupt or not a repurify output: "
+            f"delete it and rerun the `{produced_by}` stage"
         ) from None
 
 

@@ -231,6 +231,7 @@ class AblationParams(Strict):
 
 
 TRANSFER_KINDS = ("hgd", "advae", "oag")  # the kinds repurify.transfer implements
+BUDGET_KEYS = ("eps", "eps_max")  # the radii of Lp balls anywhere in a profile
 # the registered kinds' specs, told apart by `kind`
 DefenseSpec = Annotated[reduce(operator.or_, [d.spec for d in registry().values()]),
                         Field(discriminator="kind")]
@@ -306,7 +307,38 @@ class ProfileParams(Strict):
                 raise ValueError(f"defenses.{name}.converter_width: {spec.converter_width} is below "
                                  f"the {self.data.channels} image channels U and V must carry")
         self._check_ablation()
+        self._check_budgets()
         return self
+
+    def _check_budgets(self) -> None:
+        """Every radius (``eps``, ``eps_max``) within the largest distance its norm allows between
+        images in [0, 1]: 1 in L-inf (every pixel free), sqrt(pixels) in L2."""
+        pixels = self.data.channels * self.data.image_size ** 2
+        largest = {"linf": (1.0, "1 already leaves every pixel free"),
+                   "l2": (pixels ** 0.5, f"sqrt({pixels}), the diagonal of the image cube")}
+        checks_norm = getattr(self.attacks.get(self.evaluation.checks.attack), "norm", "linf")
+
+        def walk(node: Any, key: str, norm: str) -> None:
+            if isinstance(node, list):
+                for i, item in enumerate(node):
+                    walk(item, f"{key}.{i}", norm)
+                return
+            if not isinstance(node, dict):
+                return
+            norm = checks_norm if key.endswith("checks") else node.get("norm", norm)
+            for name, value in node.items():
+                if name not in BUDGET_KEYS:
+                    walk(value, f"{key}.{name}", norm)
+                    continue
+                limit, why = largest[norm]
+                for v in value if isinstance(value, list) else [value]:
+                    if v > limit + 1e-9:
+                        raise ValueError(f"{key}.{name}: {v:g} exceeds {limit:g}, the largest {norm} "
+                                         f"distance between images in [0, 1] ({why}); lower it")
+
+        dump = self.model_dump(mode="json")
+        for part in ("attacks", "evaluation", "defenses", "ablation"):
+            walk(dump[part], part, "linf")
 
     def _slot_kind(self, key: str, slot: str, kinds: tuple[str, ...]) -> str:
         """The kind of defense slot ``slot``, which ``key`` names and which must be one of ``kinds``."""
@@ -337,9 +369,11 @@ class ProfileParams(Strict):
 
     def _check_ablation(self) -> None:
         ab = self.ablation
-        named = [*ab.attacks, *([ab.noise_attack] if ab.noise_attack else [])]
-        if unknown := [a for a in named if a not in self.attacks]:
+        if unknown := [a for a in ab.attacks if a not in self.attacks]:
             raise ValueError(f"ablation.attacks: {unknown} are not keys of attacks")
+        if ab.noise_attack and ab.noise_attack not in self.attacks:
+            raise ValueError(f"ablation.noise_attack: {ab.noise_attack!r} is not a key of attacks; "
+                             f"choose from {list(self.attacks)}")
         if ab.n is not None and ab.n > self.evaluation.n:
             raise ValueError(f"ablation.n: {ab.n} exceeds evaluation.n ({self.evaluation.n}), the images "
                              "with cached oblivious examples")

@@ -80,6 +80,9 @@ def run_stage(name: str, doc: str, body: Callable[[Params, argparse.Namespace], 
         except RepurifyError as exc:
             print(f"error [{name}]: {exc}", file=sys.stderr)
             return 2
+        except KeyboardInterrupt:  # Ctrl-C: outputs are written atomically, so none is half-written
+            print(f"\n{name}: interrupted; its MLflow run is marked FAILED", file=sys.stderr)
+            return 130
     return 0
 
 

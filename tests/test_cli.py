@@ -187,3 +187,28 @@ def test_stages_pin_the_cpu_kernels_and_threads_whatever_the_engine_sets() -> No
         out = subprocess.run([sys.executable, "-c", probe], env=env, cwd=ROOT, capture_output=True,
                              text=True, check=True).stdout.split()
         assert " ".join(out) == expect
+
+
+def test_ctrl_c_ends_with_a_short_message_and_a_failed_run(workdir: Path) -> None:
+    """SIGINT mid-stage: exit 130, one line instead of a traceback, the MLflow run FAILED."""
+    import signal
+    import time
+
+    from mlflow.tracking import MlflowClient
+
+    assert _run(workdir, "fetch_data", "--profile", "digits").returncode == 0
+    log, uri = workdir / "logs" / "train.log", f"sqlite:///{workdir / 'own.db'}"
+    env = {**stage_env(ROOT), "MLFLOW_TRACKING_URI": uri}
+    proc = subprocess.Popen([sys.executable, "-m", "stages.train_classifier", "--profile", "digits",
+                             "--log", str(log)], cwd=workdir, env=env, stderr=subprocess.PIPE, text=True)
+    while not log.exists() and proc.poll() is None:  # the stage's own handling starts with its log
+        time.sleep(0.2)
+    time.sleep(2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "train_classifier: interrupted" in err
+    client = MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()],
+                              "tags.stage = 'train_classifier'")
+    assert [r.info.status for r in runs] == ["FAILED"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 
 import pytest
@@ -40,6 +41,17 @@ def test_torch_round_trip_and_corrupt_file(tmp_path: Path) -> None:
         load_torch(f, "stage")
     with pytest.raises(CheckpointError, match=r"missing\.pt: not found; run the `stage` stage"):
         load_torch(tmp_path / "missing.pt", "stage")
+
+
+@pytest.mark.parametrize("content", [b"garbage" * 10, pickle.dumps({"a": object})])
+def test_an_unloadable_file_never_gets_torchs_unsafe_advice(tmp_path: Path, content: bytes) -> None:
+    """torch's error says to retry with weights_only=False, which would run the file's code."""
+    f = tmp_path / "dataset.pt"
+    f.write_bytes(content)
+    with pytest.raises(CheckpointError) as err:
+        load_torch(f, "fetch_data")
+    assert "weights_only" not in str(err.value)
+    assert "delete it and rerun the `fetch_data` stage" in str(err.value)
 
 
 def test_sha256(tmp_path: Path) -> None:
