@@ -17,10 +17,10 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from repurify.defenses.oag import OagSpec, Settings, settings, synthesize
 from repurify.evaluation import agreement, predict
+from repurify.progress import progress
 
 
 def steps_curve(classifier: nn.Module, x: torch.Tensor, y: torch.Tensor, s: Settings,
@@ -59,8 +59,7 @@ def calibrate(spec: OagSpec, classifier: nn.Module, x: torch.Tensor, y: torch.Te
             ((spec.eps_g, cal.eps_g), (spec.beta, cal.beta), (spec.init_std, cal.init_std))]
     steps = spec.network_steps or cal.max_network_steps
     candidates = []
-    for eps_g, beta, init_std in tqdm(list(itertools.product(*grid)), desc="calibrate oag",
-                                      disable=None):
+    for eps_g, beta, init_std in progress(list(itertools.product(*grid)), "calibrate oag", "setting"):
         chosen = {"eps_g": eps_g, "beta": beta, "init_std": init_std, "network_steps": steps}
         curve = steps_curve(classifier, noisy, y, settings(spec, chosen), seeds, spec.batch_size)
         candidates.append({**chosen, "curve": curve, "peak": max(curve),

@@ -29,12 +29,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from repurify.attacks import run_attack
 from repurify.defenses import DefendedModel, bpda
 from repurify.evaluation import Scoring
 from repurify.params import AutoAttackSpec, ChecksParams
+from repurify.progress import progress
 from repurify.scoring import correct, summary
 
 
@@ -73,7 +73,7 @@ def eps_sweep(defended: DefendedModel, spec: Any, checks: ChecksParams, x: torch
               y: torch.Tensor, *, num_classes: int, scoring: Scoring, seed: int) -> list[dict[str, Any]]:
     """One point per eps: final accuracy (per image) and the accuracy after each iteration."""
     points = []
-    for eps in tqdm(checks.eps, desc="eps sweep", disable=None, leave=False):
+    for eps in progress(checks.eps, "eps sweep", "eps"):
         swept, trace = _swept(spec, eps, checks.steps), []
         adv = _attack(defended, swept, x, y, scoring, num_classes=num_classes, seed=seed,
                       samples=scoring.eot_samples, trace=trace)
@@ -92,7 +92,7 @@ def eot_probe(defended: DefendedModel, spec: Any, checks: ChecksParams, x: torch
     return [{"samples": s, **_point(defended, _attack(defended, swept, x, y, scoring,
                                                       num_classes=num_classes, seed=seed, samples=s),
                                     y, scoring)}
-            for s in tqdm(checks.eot_probe, desc="EOT probe", disable=None, leave=False)]
+            for s in progress(checks.eot_probe, "EOT probe", "draw count")]
 
 
 def square(defended: DefendedModel, spec: Any, queries: int, x: torch.Tensor, y: torch.Tensor, *,

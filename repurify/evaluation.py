@@ -30,7 +30,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from repurify.attacks import run_attack
 from repurify.blackbox import train_papernot_substitute
@@ -38,6 +37,7 @@ from repurify.defenses import DefendedModel, bpda
 from repurify.errors import ParamsError
 from repurify.models import build_classifier
 from repurify.params import AdaptiveParams, AutoAttackSpec, EvaluationLimit, PgdSpec, ProfileParams
+from repurify.progress import progress
 from repurify.scoring import predictions, summary
 from repurify.training import accuracy
 from repurify.worst_case import worst_case
@@ -179,7 +179,7 @@ def whitebox_rows(defended: DefendedModel, specs: list[tuple[str, Any]], x: torc
     An ``autograd_protocol`` purifier is also attacked through autograd's gradients by the
     ``autograd_attacks`` (None: all)."""
     rows = []
-    for name, spec in tqdm(specs, desc="white-box", disable=None, leave=False):
+    for name, spec in progress(specs, "white-box attacks", "attack"):
         n = min(len(y), spec.n or len(y))
         extra: dict[str, Any] = {"eot_samples": scoring.eot_samples}
         if defended.randomized and spec.kind == "autoattack" and spec.version == "standard":

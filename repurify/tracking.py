@@ -46,13 +46,19 @@ def engine() -> str:
     return "dvc" if os.environ.get("DVC_STAGE") else "cli"
 
 
-def git_commit() -> str:
+def git_commit(cwd: Path | None = None) -> str:
+    """HEAD's commit, ``<sha>-dirty`` when tracked files differ from it (dvc.lock aside, which the
+    run itself rewrites), ``unknown`` outside a git checkout."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], capture_output=True, text=True, timeout=10, check=True,
+                              cwd=cwd).stdout.strip()
+
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=10, check=True)
-        return out.stdout.strip()
+        head = git("rev-parse", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)dvc.lock")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+    return f"{head}-dirty" if dirty else head
 
 
 def flatten(obj: Any, prefix: str = "") -> dict[str, str]:
@@ -156,6 +162,11 @@ class StageRun:
     children: list[tuple[str, dict[str, str], dict[str, float]]] = field(default_factory=list)
     started: int = field(default_factory=lambda: process_start_ms())
 
+    @property
+    def label(self) -> str:
+        """The stage and, for a per-defense stage, its slot: ``evaluate_hgd``."""
+        return "_".join([self.stage, *([self.tags["defense"]] if "defense" in self.tags else [])])
+
     def log_metric(self, key: str, value: float, step: int = 0) -> None:
         """Record a metric; characters MLflow refuses in names (``{``, ``,``...) become ``_``."""
         key = re.sub(r"[^\w\-. :/]", "_", key)
@@ -199,7 +210,7 @@ class StageRun:
                 exp_id, start_time=self.started, run_name=f"pipeline:{p.profile}:{tags['engine']}",
                 tags={"profile": p.profile, "engine": tags["engine"], "git_commit": tags["git_commit"],
                       PIPELINE_TAG: key, KIND_TAG: "pipeline"})
-            run = client.create_run(exp_id, start_time=self.started, run_name=f"{self.stage}:{p.profile}",
+            run = client.create_run(exp_id, start_time=self.started, run_name=f"{self.label}:{p.profile}",
                                     tags={"mlflow.parentRunId": parent.info.run_id})
             run_id = run.info.run_id
             client.log_batch(
@@ -236,5 +247,5 @@ def stage_run(stage: str, params: Params, **tags: str) -> Iterator[StageRun]:
         raise
     run.flush("FINISHED")
     used = run.resources()
-    print(f"{stage}: {used['stage.seconds']:.1f} s, peak resident memory "
+    print(f"{run.label}: {used['stage.seconds']:.1f} s, peak resident memory "
           f"{used['stage.peak_rss_mib']:.0f} MiB", file=sys.stderr)

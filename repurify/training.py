@@ -9,9 +9,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from repurify.params import ClassifierParams
+from repurify.progress import progress
 
 
 @dataclass
@@ -74,7 +74,7 @@ def train_classifier(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: Cl
         opt, (lambda s: 0.5 * (1 + math.cos(math.pi * s / total))) if cfg.schedule == "cosine"
         else (lambda s: 1.0))
     hist = History()
-    bar = tqdm(range(cfg.epochs), desc=desc, unit="epoch", disable=None, leave=False)
+    bar = progress(range(cfg.epochs), desc, "epoch")
     for _ in bar:
         model.train()
         order = torch.randperm(len(y), generator=gen)

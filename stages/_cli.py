@@ -19,18 +19,29 @@ from repurify.params import Params, load_params
 
 
 class _Tee:
-    """Write to the terminal stream and a log file; keeps the stream's TTY-ness for tqdm."""
+    """Write to the terminal stream and a log file; keeps the stream's TTY-ness for tqdm.
+
+    The log gets whole lines, each flushed as it ends (``tail -f`` follows it), and of a line
+    a bar redrew with ``\r`` only its last frame."""
 
     def __init__(self, stream: TextIO, log: TextIO) -> None:
-        self._stream, self._log = stream, log
+        self._stream, self._log, self._line = stream, log, ""
 
     def write(self, text: str) -> int:
-        self._log.write(text)
+        *ended, self._line = (self._line + text).split("\n")
+        if ended:
+            self._log.write("".join(line.rsplit("\r", 1)[-1] + "\n" for line in ended))
+            self._log.flush()
         return self._stream.write(text)
 
     def flush(self) -> None:
-        self._log.flush()
         self._stream.flush()
+
+    def close_line(self) -> None:
+        """Write what is left of an unfinished line (the stage is ending)."""
+        if self._line.rsplit("\r", 1)[-1]:
+            self._log.write(self._line.rsplit("\r", 1)[-1] + "\n")
+        self._line = ""
 
     def isatty(self) -> bool:
         return self._stream.isatty()
@@ -47,10 +58,12 @@ def _tee_to(path: str | None) -> Iterator[None]:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8") as log:
         out, err = sys.stdout, sys.stderr
-        sys.stdout, sys.stderr = _Tee(out, log), _Tee(err, log)
+        sys.stdout, sys.stderr = tees = _Tee(out, log), _Tee(err, log)
         try:
             yield
         finally:
+            for tee in tees:
+                tee.close_line()
             sys.stdout, sys.stderr = out, err
 
 

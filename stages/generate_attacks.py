@@ -7,7 +7,6 @@ import argparse
 import sys
 
 import torch
-from tqdm import tqdm
 
 from repurify import paths
 from repurify.attacks import run_attack
@@ -16,6 +15,7 @@ from repurify.data import load_dataset
 from repurify.evaluation import agreement, load_eval_data, predict
 from repurify.io import save_torch, write_json
 from repurify.params import Params
+from repurify.progress import progress
 from repurify.runtime import resolve_device, seed_everything
 from repurify.tracking import stage_run
 from stages._cli import load_classifiers, run_stage
@@ -37,7 +37,7 @@ def generate_attacks(params: Params, args: argparse.Namespace) -> None:
             threat = THREAT_OF_ROLE[role]
             specs = [(n, s) for n, s in prof.attacks.items() if threat in s.threat_models]
             adversarial, targets, report[role] = {}, {}, {}
-            for name, spec in tqdm(specs, desc=f"attacks on {role}", disable=None, leave=False):
+            for name, spec in progress(specs, f"attacks on {role}", "attack"):
                 n = min(len(data.y), spec.n or len(data.y))
                 x, y = data.x[:n].to(device), data.y[:n]
                 adv, tgt = run_attack(spec, model, x, y.to(device), num_classes=data.num_classes,

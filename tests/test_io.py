@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from repurify.errors import CheckpointError
-from repurify.io import atomic_path, load_torch, save_torch, sha256_file, write_json
+from repurify.io import atomic_dir, atomic_path, load_torch, save_torch, sha256_file, write_json
 
 
 def test_atomic_path_replaces_only_on_success(tmp_path: Path) -> None:
@@ -22,6 +22,17 @@ def test_atomic_path_replaces_only_on_success(tmp_path: Path) -> None:
         raise RuntimeError("killed")
     assert json.loads(target.read_text()) == {"a": [1, 2], "b": 1}
     assert sorted(p.name for p in target.parent.iterdir()) == ["out.json"]
+
+
+def test_a_killed_writes_debris_goes_at_the_next_write(tmp_path: Path) -> None:
+    """kill -9 skips the cleanup; the next write of the same output removes what it left."""
+    (tmp_path / ".transfer.k2j9.tmp" / "hgd").mkdir(parents=True)
+    (tmp_path / ".summary.json.x1.tmp").write_text("half")
+    (tmp_path / ".other.json.x1.tmp").write_text("not ours")
+    with atomic_dir(tmp_path / "transfer") as tmp:
+        (tmp / "rows.json").write_text("{}")
+    write_json(tmp_path / "summary.json", {})
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.json.x1.tmp", "summary.json", "transfer"]
 
 
 def test_failed_first_write_leaves_nothing(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing as mp
+import re
 import socket
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import pytest
 
 from repurify import compare, tracking
 from repurify.params import load_params
-from repurify.tracking import PIPELINE_ENV, flatten, pipeline_key, stage_run, tracking_uri
+from repurify.tracking import PIPELINE_ENV, flatten, git_commit, pipeline_key, stage_run, tracking_uri
 
 ROOT = Path(__file__).resolve().parent.parent
 IMPORTED_MS = time.time() * 1000  # this test process started before this line ran
@@ -300,3 +301,35 @@ def test_process_start_is_read_from_proc(tmp_path: Path) -> None:
     # this process, read from the real /proc: it started before it imported this module, after boot
     boot_ms = (time.time() - float(Path("/proc/uptime").read_text().split()[0])) * 1000
     assert boot_ms - 1000 < process_start_ms() < IMPORTED_MS
+
+
+def test_a_per_defense_stage_run_is_named_after_its_slot(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    params = load_params(ROOT / "params.yaml", profile="smoke")
+    with stage_run("evaluate", params, defense="hgd"):
+        pass
+    names = {r.info.run_name for r in _client(uri).search_runs(
+        [_client(uri).get_experiment_by_name(params.mlflow.experiment).experiment_id])}
+    assert "evaluate_hgd:smoke" in names
+    assert "\nevaluate_hgd: " in capsys.readouterr().err
+
+
+def test_git_commit_says_when_the_tree_differs(tmp_path: Path) -> None:
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "params.yaml").write_text("a: 1\n")
+    (tmp_path / "dvc.lock").write_text("x\n")
+    git("add", ".")
+    git("commit", "-qm", "c")
+    head = git_commit(tmp_path)
+    assert re.fullmatch(r"[0-9a-f]{40}", head)
+    (tmp_path / "dvc.lock").write_text("rewritten by the run itself\n")
+    (tmp_path / "new_untracked.txt").write_text("")
+    assert git_commit(tmp_path) == head
+    (tmp_path / "params.yaml").write_text("a: 2\n")
+    assert git_commit(tmp_path) == f"{head}-dirty"

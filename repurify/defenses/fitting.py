@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from repurify.attacks.base import Goal
 from repurify.attacks.gradient import iterative
+from repurify.progress import note, progress
 from repurify.schema import DefenseTraining, PgdBudget
 
 Batch = tuple[torch.Tensor, ...]
@@ -60,8 +60,7 @@ def pgd_examples(model: nn.Module, x: torch.Tensor, y: torch.Tensor, budget: Pgd
     model.to(device)
     return torch.cat([pgd_inner(model, x[i:i + batch_size].to(device), y[i:i + batch_size].to(device),
                                 budget, gen).cpu()
-                      for i in tqdm(range(0, len(x), batch_size), desc="PGD training set", unit="batch",
-                                    disable=None, leave=False)])
+                      for i in progress(range(0, len(x), batch_size), "PGD training set", "batch")])
 
 
 def batches(data: Batch, batch_size: int, order: torch.Tensor, device: torch.device):
@@ -79,7 +78,7 @@ def fit(model: nn.Module, train: Batch, val: Batch, train_loss: LossFn, val_loss
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
         opt, mode="min", factor=cfg.lr_decay, patience=cfg.plateau_patience, min_lr=cfg.min_lr)
     hist, best_state, since_best = FitHistory(), copy.deepcopy(model.state_dict()), 0
-    bar = tqdm(range(cfg.epochs), desc=desc, unit="epoch", disable=None, leave=False)
+    bar = progress(range(cfg.epochs), desc, "epoch")
     for epoch in bar:
         model.train()
         total, count = 0.0, 0
@@ -103,9 +102,9 @@ def fit(model: nn.Module, train: Batch, val: Batch, train_loss: LossFn, val_loss
             best_state = copy.deepcopy(model.state_dict())
         else:
             since_best += 1
-        tqdm.write(f"{desc}: epoch {epoch + 1}/{cfg.epochs} train loss {hist.train_loss[-1]:.4f} "
-                   f"val loss {hist.val_loss[-1]:.4f} lr {hist.lr[-1]:.0e}"
-                   + (" (best)" if since_best == 0 else ""))
+        best = " (best)" if since_best == 0 else ""
+        note(f"{desc}: epoch {epoch + 1}/{cfg.epochs} train loss {hist.train_loss[-1]:.4f} "
+             f"val loss {hist.val_loss[-1]:.4f} lr {hist.lr[-1]:.0e}{best}")
         if cfg.early_stop_patience is not None and since_best >= cfg.early_stop_patience:
             hist.stopped_early = True
             break

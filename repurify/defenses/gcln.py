@@ -26,7 +26,6 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
-from tqdm import tqdm
 
 from repurify.defenses.base import Purifier
 from repurify.defenses.dct import BlockDCT, quantize
@@ -35,6 +34,7 @@ from repurify.defenses.hgd import DUNET
 from repurify.defenses.perceptual import feature_network
 from repurify.defenses.registry import PurifierDef
 from repurify.models.classifier import Classifier
+from repurify.progress import progress
 from repurify.schema import DefenseTraining, Perceptual, PgdBudget, PositiveRatio, Role
 
 
@@ -174,8 +174,7 @@ def pretrain_detector(D: Detector, clean: torch.Tensor, attacked: torch.Tensor, 
     """D's initial phase: clean images against their attacked versions; loss per epoch."""
     opt = torch.optim.Adam(D.parameters(), lr=spec.training.lr, betas=(0.5, 0.999))
     losses = []
-    for _ in tqdm(range(spec.detector_epochs), desc="GCLN detector", unit="epoch", disable=None,
-                  leave=False):
+    for _ in progress(range(spec.detector_epochs), "GCLN detector", "epoch"):
         total = 0.0
         order = torch.randperm(len(clean), generator=gen)
         for x_o, x_adv in batches((clean, attacked), spec.training.batch_size, order, device):

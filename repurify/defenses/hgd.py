@@ -23,7 +23,6 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
-from tqdm import tqdm
 
 from repurify.attacks.base import Goal
 from repurify.attacks.gradient import iterative
@@ -32,6 +31,7 @@ from repurify.defenses.fitting import FitHistory, fit, split_validation
 from repurify.defenses.registry import PurifierDef
 from repurify.models.classifier import Classifier
 from repurify.models.features import ConvFeatures
+from repurify.progress import progress
 from repurify.schema import DefenseTraining, PositiveRatio, Role, Strict
 
 
@@ -143,8 +143,7 @@ def training_set(x: torch.Tensor, y: torch.Tensor, sources: list[Classifier], sp
     if len(sources) == 1:
         recipes = recipes[1:]  # FGSM on the lone source would appear twice
     adv = []
-    for model, steps in tqdm(recipes, desc="HGD training set", unit="attack", disable=None,
-                             leave=False):
+    for model, steps in progress(recipes, "HGD training set", "attack"):
         eps = torch.randint(1, spec.eps_levels + 1, (len(x),), generator=gen).float()
         eps = (eps * spec.eps_max / spec.eps_levels).view(-1, 1, 1, 1)
         adv.append(torch.cat([
