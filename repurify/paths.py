@@ -26,6 +26,7 @@ FIGURE = "reports/{profile}/figures/{name}.png"  # the report's series plots
 PLOT_DATA = "reports/{profile}/plots/{name}.csv"  # their data, for `dvc plots`
 REPORT = "reports/{profile}/report.md"
 SUMMARY = "reports/{profile}/summary.json"
+HEADLINE = "metrics/{profile}/headline.json"  # per defense: clean, worst case, paper's protocol, verdict
 
 ROLES = ("target", "substitute")
 ARTIFACTS = {"train": DEFENSE, "calibrate": CALIBRATION}  # what a defense's preparing stage writes

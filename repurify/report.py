@@ -67,6 +67,30 @@ def paper_protocol_row(defense: str, ev: dict[str, Any], attack: str) -> dict[st
                  and r.get("source") == source), None)
 
 
+def headline(evaluations: dict[str, dict[str, Any]], masking: dict[str, dict[str, Any]],
+             attack: str) -> dict[str, dict[str, Any]]:
+    """Per defense: clean accuracy, ``attack`` under its paper's protocol (None: no paper, or not
+    stated) and white-box, the worst case with its standard error and image count, the strongest
+    attack and the verdict (``metrics/<profile>/headline.json``, what ``dvc metrics`` shows)."""
+    out = {}
+    for defense, ev in evaluations.items():
+        wc, m = ev.get("worst_case"), masking.get(defense, {})
+        paper = paper_protocol_row(defense, ev, attack)
+        wb = next((r for r in ev["results"] if r["attack"] == attack and r["threat_model"] == "whitebox"
+                   and r.get("source") is None), None)
+        out[defense] = {
+            "clean": ev["clean_accuracy"],
+            "paper_protocol": paper["accuracy"] if paper else None,
+            "paper_protocol_threat": _column(paper) if paper else None,
+            "whitebox": wb["accuracy"] if wb else None,
+            "worst_case": wc["accuracy"] if wc else None, "worst_case_se": wc["se"] if wc else None,
+            "worst_case_n": wc["n"] if wc else None,
+            "worst_case_all_draws": wc["accuracy_all_draws"] if wc and ev.get("randomized") else None,
+            "strongest": wc["strongest"] if wc else None,
+            "verdict": m.get("verdict", ""), "not_run": m.get("not_run", []), "weak": m.get("weak", [])}
+    return out
+
+
 def _headline_lines(evaluations: dict[str, dict[str, Any]], masking: dict[str, dict[str, Any]],
                     attack: str) -> list[str]:
     """The first table: per defense clean, the paper's protocol, the attack white-box, the worst
@@ -82,25 +106,22 @@ def _headline_lines(evaluations: dict[str, dict[str, Any]], masking: dict[str, d
              "the checks that did not run.", "",
              f"| defense | clean | paper's protocol ({attack}) | white-box {attack} | worst case (n) | "
              "strongest attack | verdict |", "|---" * 7 + "|"]
-    for defense, ev in evaluations.items():
-        wc, m = ev.get("worst_case"), masking.get(defense, {})
-        paper = paper_protocol_row(defense, ev, attack)
-        wb = next((r for r in ev["results"] if r["attack"] == attack and r["threat_model"] == "whitebox"
-                   and r.get("source") is None), None)
+    for defense, h in headline(evaluations, masking, attack).items():
         paper_cell = ("no paper" if defense not in PAPER_PROTOCOL else "not stated"
-                      if PAPER_PROTOCOL[defense] is None else "not run" if paper is None
-                      else f"{_pct(paper['accuracy'])} ({_column(paper)})")
-        worst = "not run" if wc is None else f"{_pm(wc['accuracy'], wc['se'])} ({wc['n']})"
-        if wc is not None and ev.get("randomized"):
-            worst += f" [{_pct(wc['accuracy_all_draws'])}]"
-        verdict = m.get("verdict", "")
-        if m.get("not_run"):
-            verdict += f" (not run: {', '.join(m['not_run'])})"
-        if m.get("weak"):
-            verdict += f" (weak: {', '.join(m['weak'])})"
-        lines.append(f"| {defense} | {_pct(ev['clean_accuracy'])} | {paper_cell} | "
-                     f"{_pct(wb['accuracy']) if wb else 'not run'} | {worst} | "
-                     f"{wc['strongest'] if wc else ''} | **{verdict}** |")
+                      if PAPER_PROTOCOL[defense] is None else "not run" if h["paper_protocol"] is None
+                      else f"{_pct(h['paper_protocol'])} ({h['paper_protocol_threat']})")
+        worst = ("not run" if h["worst_case"] is None
+                 else f"{_pm(h['worst_case'], h['worst_case_se'])} ({h['worst_case_n']})")
+        if h["worst_case_all_draws"] is not None:
+            worst += f" [{_pct(h['worst_case_all_draws'])}]"
+        verdict = h["verdict"]
+        if h["not_run"]:
+            verdict += f" (not run: {', '.join(h['not_run'])})"
+        if h["weak"]:
+            verdict += f" (weak: {', '.join(h['weak'])})"
+        lines.append(f"| {defense} | {_pct(h['clean'])} | {paper_cell} | "
+                     f"{'not run' if h['whitebox'] is None else _pct(h['whitebox'])} | {worst} | "
+                     f"{h['strongest'] or ''} | **{verdict}** |")
     return lines
 
 

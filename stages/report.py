@@ -13,7 +13,7 @@ from repurify.claims import DATA_NOTES, compare, load_claims
 from repurify.io import load_json, write_json, write_text
 from repurify.masking import assess
 from repurify.params import Params, ProfileParams, prepared
-from repurify.report import collapsed, render_markdown, summary_rows
+from repurify.report import collapsed, headline, render_markdown, summary_rows
 from repurify.tracking import stage_run
 from stages._cli import run_stage
 
@@ -71,6 +71,8 @@ def report(params: Params, args: argparse.Namespace) -> None:
         for d in slots:
             figures[f"{d}: clean / adversarial / purified"] = os.path.relpath(
                 paths.path(paths.GRID, profile, defense=d), report_dir)
+        write_json(paths.path(paths.HEADLINE, profile),
+                   headline(evaluations, masking, prof.evaluation.checks.attack))
         write_json(paths.path(paths.SUMMARY, profile), {
             "profile": profile, "classifiers": classifiers, "trained_defenses": trained, "rows": rows,
             "checks": probes, "masking": masking, "claims": comparison, "transfer": transfer,

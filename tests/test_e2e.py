@@ -148,11 +148,16 @@ def _kind(runs: list, kind: str) -> list:
     return [r for r in runs if r.data.tags.get("repurify.kind") == kind]
 
 
+# one torch thread per stage, so that `snakemake --cores 2` runs two stages at once (the bytes
+# depend on the thread count: both engines run with the same)
+ONE_THREAD = {"REPURIFY_THREADS": "1"}
+
+
 @pytest.fixture(scope="module")
 def dvc_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, str]:
     repo = copy_repo(tmp_path_factory.mktemp("dvc"), profile="smoke")
     uri = f"sqlite:///{repo / 'mlflow.db'}"
-    out = _sh(repo, "dvc", "repro", env={"MLFLOW_TRACKING_URI": uri})
+    out = _sh(repo, "dvc", "repro", env={"MLFLOW_TRACKING_URI": uri, **ONE_THREAD})
     return repo, _check_outputs(repo), out
 
 
@@ -161,17 +166,21 @@ def snakemake_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]
     repo = copy_repo(tmp_path_factory.mktemp("snakemake"))
     uri = f"sqlite:///{repo / 'mlflow.db'}"
     _sh(repo, "snakemake", "--cores", "2", "--config", "profile=smoke",
-        env={"MLFLOW_TRACKING_URI": uri})
+        env={"MLFLOW_TRACKING_URI": uri, **ONE_THREAD})
     return repo, _check_outputs(repo)
 
 
 def test_dvc_repro_runs_smoke(dvc_run: tuple[Path, dict, str]) -> None:
     repo, _, out = dvc_run
     assert "Running stage 'fetch_data'" in out and "Running stage 'train_classifier'" in out
-    again = _sh(repo, "dvc", "repro", env={"MLFLOW_TRACKING_URI": f"sqlite:///{repo / 'm2.db'}"})
+    again = _sh(repo, "dvc", "repro",
+                env={"MLFLOW_TRACKING_URI": f"sqlite:///{repo / 'm2.db'}", **ONE_THREAD})
     assert "Running stage" not in again
     shown = json.loads(_sh(repo, "dvc", "metrics", "show", "--json"))
     assert "metrics/smoke/classifier.json" in json.dumps(shown)
+    headline = json.loads((repo / "metrics/smoke/headline.json").read_text())
+    assert sorted(headline) == sorted(DEFENSES) and "metrics/smoke/headline.json" in json.dumps(shown)
+    assert all({"clean", "worst_case", "paper_protocol", "verdict"} <= set(h) for h in headline.values())
     _sh(repo, "dvc", "plots", "show", "-o", "plots_html")
     html = (repo / "plots_html/index.html").read_text()
     assert all(f"reports/smoke/plots/{p}.csv" in html or p in html for p in PLOTS)
@@ -202,6 +211,8 @@ def test_snakemake_runs_smoke(snakemake_run: tuple[Path, dict]) -> None:
     assert sorted(r.data.tags["stage"] for r in runs) == sorted(STAGES)
     assert {r.data.tags["engine"] for r in runs} == {"snakemake"}
     assert (repo / "logs/smoke/train_classifier.log").read_text().count("clean test accuracy") == 2
+    spans = [(r.info.start_time, r.info.end_time) for r in runs]  # two cores, one thread a stage:
+    assert any(a[0] < b[1] and b[0] < a[1] for i, a in enumerate(spans) for b in spans[i + 1:])  # overlap
 
 
 def test_engines_agree_and_runs_are_deterministic(dvc_run: tuple[Path, dict, str],

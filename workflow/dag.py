@@ -26,6 +26,7 @@ from repurify.data import source_module
 from repurify.defenses import get
 from repurify.params import ProfileParams, load_params, prepared
 from repurify.plots import PLOTS
+from stages import DEFAULT_THREADS
 from workflow.imports import ROOT, closure, module_file
 
 DVC_YAML, SLURM_YAML = ROOT / "dvc.yaml", ROOT / "slurm" / "config.yaml"
@@ -91,7 +92,10 @@ class Stage:
 CLASSIFIERS = tuple(paths.CLASSIFIER.replace("{role}", r) for r in paths.ROLES)
 TARGET = paths.CLASSIFIER.replace("{role}", "target")
 ADVERSARIAL = tuple(paths.ADVERSARIAL.replace("{role}", r) for r in paths.ROLES)
-GPU_JOB = Resources(gpu=1, mem_mb=16000, runtime_min=720, threads=4)
+# a stage's threads: the torch threads it runs (stages/__init__.py); $REPURIFY_THREADS overrides
+# both at run time (the Snakefile's `threads:`), and the bytes of a result depend on it
+THREADS = int(DEFAULT_THREADS)
+GPU_JOB = Resources(gpu=1, mem_mb=16000, runtime_min=720, threads=THREADS)
 
 
 def _one(template: str, defense: str) -> str:
@@ -118,12 +122,12 @@ def _defense_stages(slot: str, kind: str) -> list[Stage]:
     out.append(Stage(name=f"evaluate_{slot}", module="evaluate", args=("--defense", slot),
                      code=(entry.module,), deps=(*slot_deps, *ADVERSARIAL), params=runs, outs=(),
                      metrics=(_one(paths.EVALUATION, slot),),
-                     resources=Resources(gpu=1, mem_mb=16000, runtime_min=480, threads=4)))
+                     resources=Resources(gpu=1, mem_mb=16000, runtime_min=480, threads=THREADS)))
     out.append(Stage(name=f"check_{slot}", module="check", args=("--defense", slot),
                      code=(entry.module,), deps=(*slot_deps, paths.ADVERSARIAL.replace("{role}", "target")),
                      params=runs, outs=(), uncached=(_one(paths.GRID, slot),),
                      metrics=(_one(paths.CHECKS, slot),),
-                     resources=Resources(gpu=1, mem_mb=16000, runtime_min=480, threads=4)))
+                     resources=Resources(gpu=1, mem_mb=16000, runtime_min=480, threads=THREADS)))
     return out
 
 
@@ -142,7 +146,7 @@ def _experiment_stage(prof: ProfileParams, name: str, slots: list[str], deps: tu
         outs=(),
         out_dirs=(out_dir,),
         metrics=(metrics,),
-        resources=Resources(gpu=1, mem_mb=16000, runtime_min=1440, threads=4),
+        resources=Resources(gpu=1, mem_mb=16000, runtime_min=1440, threads=THREADS),
     )
 
 
@@ -159,7 +163,7 @@ def stages(prof: ProfileParams) -> tuple[Stage, ...]:
         Stage(name="generate_attacks", deps=(paths.DATASET, *CLASSIFIERS),
               params=("/seed", "attacks", "evaluation"), outs=ADVERSARIAL,
               metrics=(paths.ATTACK_METRICS,), resources=Resources(gpu=1, mem_mb=16000, runtime_min=240,
-                                                                   threads=4)),
+                                                                   threads=THREADS)),
     ]
     table += [st for slot in slots for st in _defense_stages(slot, prof.defenses[slot].kind)]
     experiments: list[str] = []
@@ -183,6 +187,7 @@ def stages(prof: ProfileParams) -> tuple[Stage, ...]:
               *(_one(paths.CALIBRATION, s) for s in prepared(prof, "calibrate"))),
         params=("description", "data", "classifiers.target", "attacks", "defenses", "ablation"),
         outs=(),
+        metrics=(paths.HEADLINE,),
         uncached=(paths.REPORT, paths.SUMMARY,
                   *(t.replace("{name}", n) for n in PLOTS for t in (paths.FIGURE, paths.PLOT_DATA))),
     ))

@@ -54,7 +54,7 @@ for _stage in STAGES:
             cmd=_stage.cmd(PROFILE),
         log:
             _stage.log(PROFILE),
-        threads: _stage.resources.threads
+        threads: int(os.environ.get("REPURIFY_THREADS", _stage.resources.threads))
         resources:
             **slurm_resources(_stage),
         conda:
