@@ -76,12 +76,15 @@ def key_sweep_rows(ablation: dict[str, Any], variants: dict[str, Any], key: str,
                    slot_rows: Rows) -> Rows:
     """Accuracy against one spec key: the ablation variants that set ``key`` (``variants``: name
     -> value) and the slot itself at ``slot_value`` (its evaluation rows)."""
-    kept = {(r["attack"], r["threat_model"], r.get("source")) for r in ablation["rows"]
-            if r["variant"] in variants}
+    def same(r: dict[str, Any]) -> tuple:  # oblivious examples are the bare target's, named or not
+        return (r["attack"], r["threat_model"], r.get("source") or
+                ("target" if r["threat_model"] == "oblivious" else None), r["n"])
+
+    kept = {same(r) for r in ablation["rows"] if r["variant"] in variants}
     rows = [{key: variants[r["variant"]], "accuracy": r["accuracy"], "series": _series(r)}
             for r in ablation["rows"] if r["variant"] in variants and r["attack"] != "clean"]
     rows += [{key: slot_value, "accuracy": r["accuracy"], "series": _series(r)} for r in slot_rows
-             if (r["attack"], r["threat_model"], r.get("source")) in kept]
+             if same(r) in kept]  # the slot's own point, on the same images only
     return sorted(rows, key=lambda r: (r["series"], r[key]))
 
 
@@ -107,21 +110,31 @@ def write_csv(path: str | Path, plot: Plot, rows: Rows) -> None:
         writer.writerows(rows)
 
 
+def coinciding(rows: Rows, plot: Plot) -> dict[tuple, list[str]]:
+    """The series' points, series with identical points together (one line, labelled ``a = b``)."""
+    lines: dict[tuple, list[str]] = {}
+    for name in dict.fromkeys(r["series"] for r in rows):
+        points = tuple((r[plot.x], r[plot.y]) for r in rows if r["series"] == name)
+        lines.setdefault(points, []).append(name)
+    return lines
+
+
 def draw(path: str | Path, plot: Plot, rows: Rows) -> None:
     """One line per series; a note instead of axes when there is no data."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
-    series = dict.fromkeys(r["series"] for r in rows)
-    for name in series:
-        mine = [r for r in rows if r["series"] == name]
-        marker = "" if len(mine) > 40 else "o"
-        ax.plot([r[plot.x] for r in mine], [r[plot.y] for r in mine], marker=marker, markersize=3,
-                label=name, linewidth=1)
-    if series:
+    lines = coinciding(rows, plot)
+    for points, names in lines.items():
+        ax.plot([x for x, _ in points], [y for _, y in points], marker="" if len(points) > 40 else "o",
+                markersize=3, label=" = ".join(names), linewidth=1)
+    if rows and all(isinstance(r[plot.x], int) for r in rows):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if lines:
         ax.legend(fontsize=7)
     else:
         ax.text(0.5, 0.5, "no data in this profile", ha="center", va="center", transform=ax.transAxes)

@@ -32,17 +32,30 @@ def test_ablation_rows() -> None:
         {"variant": "egcfl_gen1", "generations": 1, "attack": "clean", "threat_model": "none",
          "accuracy": 0.9},
         {"variant": "gcln_q0.2", "attack": "pgd", "threat_model": "whitebox", "source": "autograd",
-         "accuracy": 0.7}],
+         "accuracy": 0.7, "n": 40},
+        {"variant": "gcln_q0.2", "attack": "fgsm", "threat_model": "oblivious", "accuracy": 0.6, "n": 40}],
         "noise_energy": {"before": [2.0, 1.0], "after": [1.0, 0.5]}}
     assert plots.gen_k_rows(ablation) == [{"generations": 1, "accuracy": 0.4, "series": "pgd whitebox"}]
-    slot = [{"attack": "pgd", "threat_model": "whitebox", "source": "autograd", "accuracy": 0.9},
-            {"attack": "fgsm", "threat_model": "whitebox", "accuracy": 0.1}]  # no variant: left out
+    slot = [{"attack": "pgd", "threat_model": "whitebox", "source": "autograd", "accuracy": 0.9, "n": 40},
+            {"attack": "pgd", "threat_model": "whitebox", "source": "autograd", "accuracy": 0.8, "n": 20},
+            {"attack": "fgsm", "threat_model": "whitebox", "accuracy": 0.1, "n": 40},  # no variant
+            # the slot's oblivious row names its source; the ablation's does not: the same examples
+            {"attack": "fgsm", "threat_model": "oblivious", "source": "target", "accuracy": 0.5, "n": 40}]
     rows = plots.key_sweep_rows(ablation, {"gcln_q0.2": 0.2}, "q", 0.125, slot)
-    assert rows == [{"q": 0.125, "accuracy": 0.9, "series": "pgd whitebox (autograd)"},
+    assert rows == [{"q": 0.125, "accuracy": 0.5, "series": "fgsm oblivious"},
+                    {"q": 0.2, "accuracy": 0.6, "series": "fgsm oblivious"},
+                    {"q": 0.125, "accuracy": 0.9, "series": "pgd whitebox (autograd)"},
                     {"q": 0.2, "accuracy": 0.7, "series": "pgd whitebox (autograd)"}]
     noise = plots.noise_energy_rows(ablation)
     assert [r["series"] for r in noise] == ["before TDZ"] * 2 + ["after TDZ"] * 2
     assert plots.noise_energy_rows({"rows": []}) == []
+
+
+def test_series_with_the_same_points_share_a_labelled_line() -> None:
+    rows = [{"eps": e, "accuracy": a, "series": s} for s, pts in
+            (("none", [(0.1, 0.0), (1.0, 0.0)]), ("jpeg", [(0.1, 0.0), (1.0, 0.0)]),
+             ("hgd", [(0.1, 0.2), (1.0, 0.0)])) for e, a in pts]
+    assert list(plots.coinciding(rows, PLOTS["eps_sweep"]).values()) == [["none", "jpeg"], ["hgd"]]
 
 
 def test_csv_png_and_grid(tmp_path: Path) -> None:
