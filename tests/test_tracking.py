@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing as mp
+import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -333,3 +335,54 @@ def test_git_commit_says_when_the_tree_differs(tmp_path: Path) -> None:
     assert git_commit(tmp_path) == head
     (tmp_path / "params.yaml").write_text("a: 2\n")
     assert git_commit(tmp_path) == f"{head}-dirty"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_stages_against_a_tracking_server_arrive_nested(tmp_path: Path) -> None:
+    """The cluster setup: `mlflow server` on one host, MLFLOW_TRACKING_URI pointing at it."""
+    import shutil
+    import urllib.request
+
+    port = _free_port()
+    server = subprocess.Popen([str(Path(sys.executable).with_name("mlflow")), "server", "--backend-store-uri",
+                               f"sqlite:///{tmp_path / 'server.db'}", "--host", "127.0.0.1",
+                               "--port", str(port), "--workers", "1"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 600  # a guard against a hang, not a timing
+        while True:
+            try:
+                urllib.request.urlopen(f"{uri}/health", timeout=5)
+                break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, "mlflow server did not start"
+                time.sleep(1)
+        shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": uri, PIPELINE_ENV: "server-test"}
+        for stage in ("fetch_data", "train_classifier"):
+            subprocess.run([sys.executable, "-m", f"stages.{stage}", "--profile", "smoke"], cwd=tmp_path,
+                           env=env, check=True, capture_output=True, timeout=1800)
+        row_writer = ("from repurify.params import load_params; from repurify.tracking import stage_run\n"
+                      "params = load_params('params.yaml', 'smoke')\n"
+                      "with stage_run('evaluate', params, defense='none') as run:\n"
+                      "    run.log_child('pgd:whitebox', {'attack': 'pgd'}, {'accuracy': 0.25})\n")
+        subprocess.run([sys.executable, "-c", row_writer], cwd=tmp_path, env=env, check=True, timeout=1800)
+        (pipeline,) = _runs(uri, "pipeline")
+        stages = _runs(uri, "stage")
+        assert sorted(r.info.run_name for r in stages) == ["evaluate_none:smoke", "fetch_data:smoke",
+                                                           "train_classifier:smoke"]
+        assert {r.data.tags["mlflow.parentRunId"] for r in stages} == {pipeline.info.run_id}
+        (row,) = _runs(uri, "row")
+        (evaluate,) = [r for r in stages if r.data.tags["stage"] == "evaluate"]
+        assert row.data.tags["mlflow.parentRunId"] == evaluate.info.run_id
+        assert pipeline.info.status == "FINISHED"
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=60)
