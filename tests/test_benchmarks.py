@@ -117,3 +117,31 @@ def test_determinism_probe_trains_both_classifiers_reproducibly(tmp_path: Path,
     assert all(len(r["md5"]) == 32 and r["train_loss"] > 0 for r in first.values())
     assert KNOBS["committed pins"] == {}
     assert all(isinstance(v, str) for env in KNOBS.values() for v in env.values())
+
+
+def test_schedule_runs_stages_in_order_and_records_them(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stage table without DVC or Snakemake: what ran, its exit code, what could not run."""
+    from benchmarks.schedule import schedule
+
+    shutil.copy(ROOT / "params.yaml", tmp_path)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'm.db'}")
+    status = schedule("smoke", "cpu", tmp_path / "out", jobs=2, budget_s=float("inf"),
+                      only=("fetch_data", "train_classifier"))
+    assert [status[s]["rc"] for s in ("fetch_data", "train_classifier")] == [0, 0]
+    assert status["train_classifier"]["started_s"] >= status["fetch_data"]["seconds"]  # after its input
+    saved = json.loads((tmp_path / "out" / "schedule.json").read_text())
+    assert saved["stages"] == json.loads(json.dumps(status))
+    assert (tmp_path / paths.path(paths.CLASSIFIER, "smoke", role="target")).is_file()
+    spent = schedule("smoke", "cpu", tmp_path / "late", jobs=1, budget_s=0, only=("fetch_data",))
+    assert spent == {"fetch_data": {"rc": None, "not_run": "budget spent"}}
+    hidden = tmp_path / "no_mlflow"  # a GPU image without MLflow: the record goes to a file
+    hidden.mkdir()
+    (hidden / "mlflow.py").write_text("raise ImportError('not installed here')\n")
+    monkeypatch.setenv("PYTHONPATH", f"{hidden}{os.pathsep}{ROOT}")
+    assert schedule("smoke", "cpu", tmp_path / "bare", jobs=1, budget_s=float("inf"),
+                    only=("fetch_data",))["fetch_data"]["rc"] == 0
+    record = json.loads((tmp_path / "bare" / "records" / "fetch_data.json").read_text())
+    assert record["status"] == "FINISHED" and record["metrics"]["stage.seconds"] > 0
