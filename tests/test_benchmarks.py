@@ -145,3 +145,21 @@ def test_schedule_runs_stages_in_order_and_records_them(tmp_path: Path,
                     only=("fetch_data",))["fetch_data"]["rc"] == 0
     record = json.loads((tmp_path / "bare" / "records" / "fetch_data.json").read_text())
     assert record["status"] == "FINISHED" and record["metrics"]["stage.seconds"] > 0
+
+
+def test_throughput_times_pgd_through_hgd_and_a_resnet() -> None:
+    import torch
+
+    from benchmarks.throughput import throughput
+
+    t = throughput(torch.device("cpu"), batch=2, steps=2, repeats=1)
+    assert t["classifier"] == "resnet18_cifar" and t["image_shape"] == [3, 32, 32]
+    assert t["images_per_second_pgd"] > 0 and t["images_per_second_forward_backward"] > 0
+
+
+def test_render_adds_the_gpu_section_from_the_committed_run(tmp_path: Path) -> None:
+    from benchmarks.__main__ import GPU, gpu_lines
+
+    section = "\n".join(gpu_lines(GPU))
+    assert section.startswith("## GPU") and "NVIDIA" in section and "OAG, AutoAttack rand" in section
+    assert gpu_lines(tmp_path / "none.json")[2].startswith("No GPU run recorded")
