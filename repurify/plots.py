@@ -7,6 +7,7 @@ definitions (template ``.dvc/plots/series.json``: one line per ``series``) from 
 
 from __future__ import annotations
 
+import collections
 import csv
 import math
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ import torch
 from repurify.io import atomic_path
 
 Rows = list[dict[str, Any]]
+MARKERS = "os^vD<>pPX*h"  # one per line, hollow: lines over one another stay apart
 
 
 @dataclass(frozen=True)
@@ -119,6 +121,12 @@ def coinciding(rows: Rows, plot: Plot) -> dict[tuple, list[str]]:
     return lines
 
 
+def shared_points(lines: dict[tuple, list[str]]) -> int:
+    """How many (x, y) points lie on more than one drawn line."""
+    seen = collections.Counter(p for points in lines for p in set(points))
+    return sum(1 for n in seen.values() if n > 1)
+
+
 def draw(path: str | Path, plot: Plot, rows: Rows) -> None:
     """One line per series; a note instead of axes when there is no data."""
     import matplotlib
@@ -129,11 +137,14 @@ def draw(path: str | Path, plot: Plot, rows: Rows) -> None:
 
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
     lines = coinciding(rows, plot)
-    for points, names in lines.items():
-        ax.plot([x for x, _ in points], [y for _, y in points], marker="" if len(points) > 40 else "o",
-                markersize=3, label=" = ".join(names), linewidth=1)
+    for i, (points, names) in enumerate(lines.items()):
+        ax.plot([x for x, _ in points], [y for _, y in points], linewidth=1, label=" = ".join(names),
+                marker="" if len(points) > 40 else MARKERS[i % len(MARKERS)], markersize=3, fillstyle="none")
     if rows and all(isinstance(r[plot.x], int) for r in rows):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if shared := shared_points(lines):
+        fig.text(0.01, 0.01, f"{shared} points lie on more than one line (drawn over one another; the "
+                 "markers tell the lines apart)", fontsize=6)
     if lines:
         ax.legend(fontsize=7)
     else:

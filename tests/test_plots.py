@@ -55,7 +55,9 @@ def test_series_with_the_same_points_share_a_labelled_line() -> None:
     rows = [{"eps": e, "accuracy": a, "series": s} for s, pts in
             (("none", [(0.1, 0.0), (1.0, 0.0)]), ("jpeg", [(0.1, 0.0), (1.0, 0.0)]),
              ("hgd", [(0.1, 0.2), (1.0, 0.0)])) for e, a in pts]
-    assert list(plots.coinciding(rows, PLOTS["eps_sweep"]).values()) == [["none", "jpeg"], ["hgd"]]
+    lines = plots.coinciding(rows, PLOTS["eps_sweep"])
+    assert list(lines.values()) == [["none", "jpeg"], ["hgd"]]
+    assert plots.shared_points(lines) == 1  # (1.0, 0.0) lies on both lines: the figure says so
 
 
 def test_csv_png_and_grid(tmp_path: Path) -> None:
