@@ -63,7 +63,8 @@ def _provenance(profile: str) -> dict[str, object]:
         return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
 
     return {"profile": profile, "commit": git("rev-parse", "HEAD"),
-            "uncommitted": git("status", "--porcelain", "--untracked-files=no").splitlines(),
+            "uncommitted": git("status", "--porcelain", "--untracked-files=no", "--", ".",
+                               f":(exclude)results/{profile}").splitlines(),  # not its own copy
             "device": f"cpu: {cpu_name()}", "python": platform.python_version(), "torch": torch.__version__}
 
 
