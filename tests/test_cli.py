@@ -22,7 +22,7 @@ def workdir(tmp_path: Path) -> Path:
 
 def _run(workdir: Path, stage: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", f"stages.{stage}", *args], cwd=workdir,
-                          capture_output=True, text=True, env=stage_env(ROOT), timeout=300)
+                          capture_output=True, text=True, env=stage_env(ROOT), timeout=1800)
 
 
 def _edit(workdir: Path, old: str, new: str) -> None:
@@ -168,7 +168,7 @@ def test_missing_vgg19_weights_fail_before_training(workdir: Path, tmp_path: Pat
            "https_proxy": "http://127.0.0.1:9"}  # offline: the download is refused at once
     res = subprocess.run([sys.executable, "-m", "stages.train_defense", "--profile", "smoke",
                           "--defense", "egcfl"], cwd=workdir, capture_output=True, text=True, env=env,
-                         timeout=300)
+                         timeout=1800)
     assert res.returncode == 2, res.stderr
     assert f"VGG-19 ImageNet weights not found at {home / 'hub/checkpoints/vgg19-dcbb9e9d.pth'}" in res.stderr
     assert "perceptual: target_features" in res.stderr

@@ -179,7 +179,7 @@ def test_pipeline_key_under_a_real_dvc_process(tmp_path: Path) -> None:
                    f"sys.exit(subprocess.call(['/bin/sh', '-c', {f'{sys.executable} -c {stage!r}'!r}]))\n")
     dvc.chmod(0o755)
     proc = subprocess.Popen([str(dvc)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    out, _ = proc.communicate(timeout=120)
+    out, _ = proc.communicate(timeout=1800)
     assert proc.returncode == 0
     assert out.strip().startswith(f"dvc:{socket.gethostname()}:{proc.pid}:")
 
@@ -203,7 +203,7 @@ def test_parallel_stages_share_one_sqlite_store(tmp_path: Path) -> None:
     for p in procs:
         p.start()
     for p in procs:
-        p.join(timeout=300)
+        p.join(timeout=1800)
     assert [p.exitcode for p in procs] == [0, 0, 0, 0]
     runs = _runs(uri, "stage")
     assert sorted(r.data.metrics["i"] for r in runs) == [0, 1, 2, 3]
