@@ -155,3 +155,16 @@ def test_noise_energy_of_figure_4() -> None:
     energy = noise_energy(TDZ(8, 0.1), x, x_adv)
     assert torch.allclose(torch.tensor(energy["before"]), (x - x_adv).flatten(1).norm(dim=1))
     assert len(energy["after"]) == 3 and energy["ratio"] < 0.5
+
+
+def test_effective_threshold_is_delta_over_the_gain_of_p() -> None:
+    """A known answer: P = 4.5 identity - 4-neighbour sum has gain 0.5 at DC and 8.5 at Nyquist."""
+    from repurify.defenses.egcfl import effective_threshold
+
+    P = torch.nn.Conv2d(1, 1, 3, padding=1)
+    with torch.no_grad():
+        P.weight[0, 0] = torch.tensor([[0.0, -1, 0], [-1, 4.5, -1], [0, -1, 0]])
+    t = effective_threshold(P, 0.1, (16, 16))
+    assert t["P_gain_dc"] == pytest.approx(0.5) and t["P_gain_max"] == pytest.approx(8.5)
+    assert t["delta_over_dc_gain"] == pytest.approx(0.2)
+    assert t["delta_over_max_gain"] == pytest.approx(0.1 / 8.5)

@@ -206,7 +206,21 @@ def train_egcfl(spec: EgcflSpec, x: torch.Tensor, y: torch.Tensor, classifiers: 
         terms = torch.stack([loss.terms(*(t[i:i + cfg.batch_size].to(device) for t in val))
                              for i in range(0, len(val_idx), cfg.batch_size)]).mean(0)
     return net, hist, {"train_examples": len(train_idx), "val_examples": len(val_idx),
-                       "val_terms": dict(zip(("L_P", "L_A", "L_C"), terms.tolist(), strict=True))}
+                       "val_terms": dict(zip(("L_P", "L_A", "L_C"), terms.tolist(), strict=True)),
+                       "effective_threshold": effective_threshold(net.P, spec.delta, x.shape[-2:])}
+
+
+def effective_threshold(P: nn.Conv2d, delta: float, size: tuple[int, int]) -> dict[str, float]:
+    """The deadzone acts on coefficients of P(X*): in the input's units its threshold is delta over
+    P's gain, which training moves. P's gain at DC and at its strongest frequency (the largest
+    singular value of its frequency response on the image grid)."""
+    with torch.no_grad():
+        response = torch.fft.fft2(P.weight.detach().cpu().double(), s=tuple(size))  # Cout, Cin, H, W
+        gains = torch.linalg.matrix_norm(response.permute(2, 3, 0, 1), ord=2)
+    dc, peak = gains[0, 0].item(), gains.max().item()
+    return {"delta": delta, "P_gain_dc": dc, "P_gain_max": peak,
+            "delta_over_dc_gain": delta / dc if dc else None,
+            "delta_over_max_gain": delta / peak if peak else None}
 
 
 PURIFIER = PurifierDef(

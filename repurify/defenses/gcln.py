@@ -49,7 +49,9 @@ class GclnSpec(Perceptual):
     lam: float = Field(default=0.5, ge=0, le=1)  # Eq. 3: lambda L_P + (1 - lambda) L_A
     detector_epochs: int = Field(gt=0)  # D's initial training on clean vs attacked images
     grow_clean_set: bool = True  # recovered images C classifies correctly join Omega^o
-    source: Role = "target"  # classifier the attacked training images are crafted on
+    # classifier the attacked training images are crafted on. Sec. 3: "when training D_phi, we do
+    # not need to know the model inside the target network C_alpha"; the target is an ablation
+    source: Role = "substitute"
     attack: PgdBudget
     training: DefenseTraining
 
