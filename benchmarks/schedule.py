@@ -31,11 +31,10 @@ def _stage_process(records: Path, module: str, argv: list[str]) -> None:
     except ImportError:
         def flush(run: tracking.StageRun, status: str) -> str:
             run.log_metrics(run.resources())
-            name = "_".join([run.stage, *run.tags.values()])
-            write_json(records / f"{name}.json",
+            write_json(records / f"{run.label}.json",
                        {"stage": run.stage, "tags": run.tags, "status": status, "rows": len(run.children),
                         "metrics": {k: v for k, v, _, _ in run.metrics}})
-            return name
+            return run.label
 
         tracking.StageRun.flush = flush
     sys.argv = [module, *argv]
@@ -56,12 +55,12 @@ def schedule(profile: str, device: str, out: Path, *, jobs: int, budget_s: float
     _, prof = active_profile(profile)
     table = [st for st in stages(prof) if st.name not in skip and (not only or st.name in only)]
     producer = {p: st.name for st in table for p in _produced(st, profile)}
-    needs = {st.name: {producer[d.replace("{profile}", profile)] for d in st.deps
-                       if d.replace("{profile}", profile) in producer} for st in table}
+    needs = {st.name: {producer[d] for d in (t.replace("{profile}", profile) for t in st.deps)
+                       if d in producer} for st in table}
     (out / "records").mkdir(parents=True, exist_ok=True)
     status: dict[str, Any] = {}
     running: dict[str, tuple[subprocess.Popen, float]] = {}
-    pending = [st for st in table]
+    pending = list(table)
     start = time.perf_counter()
 
     def save() -> None:

@@ -2,7 +2,7 @@
 ResNet-18, on random 32x32x3 batches, against the bare forward+backward of the same model.
 
 It needs no download: the weights are random, which costs the same as trained ones. The figure
-sizes the paper-scale profiles (README, "Scale"): ``python -m benchmarks.throughput --device cuda``.
+is for sizing the paper-scale profiles on a GPU: ``python -m benchmarks.throughput --device cuda``.
 """
 
 from __future__ import annotations
@@ -13,10 +13,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.timing import median_seconds
-from repurify.attacks import Goal
-from repurify.attacks.base import input_gradient
-from repurify.attacks.gradient import pgd
+from benchmarks.attacks import attack_overhead
 from repurify.defenses import DefendedModel
 from repurify.defenses.hgd import build_denoiser
 from repurify.models.classifier import build_classifier
@@ -39,22 +36,17 @@ def hgd_resnet18(device: torch.device) -> tuple[DefendedModel, dict[str, Any]]:
 
 def throughput(device: torch.device, *, batch: int = 512, steps: int = 10, repeats: int = 5,
                eps: float = 8 / 255, step_size: float = 1 / 255) -> dict[str, Any]:
-    """Images per second of PGD-``steps`` (every step on every image) and of one forward+backward."""
+    """:func:`benchmarks.attacks.attack_overhead` on that model, in images per second."""
     model, what = hgd_resnet18(device)
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(batch, *what["image_shape"], generator=gen).to(device)
     y = torch.randint(0, 10, (batch,), generator=gen).to(device)
-    goal = Goal(y)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    t_fb, t_pgd = median_seconds(
-        lambda: input_gradient(model, x, goal),
-        lambda: pgd(model, x, goal, norm="linf", eps=eps, step_size=step_size, steps=steps, restarts=1,
-                    early_stop=False, gen=gen), repeats=repeats)
-    return {**what, "device": str(device), "batch": batch, "steps": steps, "repeats": repeats,
-            "seconds_forward_backward": t_fb, "seconds_pgd": t_pgd,
-            "images_per_second_forward_backward": batch / t_fb,
-            "images_per_second_pgd": batch / t_pgd, "ratio": t_pgd / (steps * t_fb),
+    t = attack_overhead(model, x, y, eps=eps, step_size=step_size, steps=steps, repeats=repeats)
+    return {**what, **t, "device": str(device), "repeats": repeats,
+            "images_per_second_forward_backward": batch / t["seconds_forward_backward"],
+            "images_per_second_pgd": batch / t["seconds_pgd"],
             "peak_gpu_memory_mib": (torch.cuda.max_memory_allocated(device) / 2**20
                                     if device.type == "cuda" else None)}
 

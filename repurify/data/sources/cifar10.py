@@ -9,9 +9,9 @@ NumPy arrays, lists, dicts, strings, bytes and numbers. A file naming anything e
 from __future__ import annotations
 
 import hashlib
+import importlib
 import io
 import pickle
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,7 +43,7 @@ class SafeUnpickler(pickle.Unpickler):
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in _ALLOWED:
-            return getattr(sys.modules.get(module) or __import__(module, fromlist=[name]), name)
+            return getattr(importlib.import_module(module), name)
         raise pickle.UnpicklingError(f"names {module}.{name}, which a dataset file never needs")
 
 
