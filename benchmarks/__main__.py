@@ -115,7 +115,21 @@ def gpu_lines(path: Path) -> list[str]:
         cut = [k for k, v in st["stages"].items() if v.get("rc") not in (0, None)]
         lines.append(f"| `{name}` stages on `--device {st['device']}`, {st['jobs']} at a time, "
                      f"{st['budget_s']:.0f} s budget | {done} | not finished: {', '.join(cut) or 'none'} |")
-    return [*lines, "", *(f"- {n}" for n in g.get("notes", [])), ""]
+    lines += ["", *(f"- {n}" for n in g.get("notes", [])), ""]
+    return lines + _claims_lines(g["mnist5k_claims"]) if "mnist5k_claims" in g else lines
+
+
+def _claims_lines(c: dict) -> list[str]:
+    """mnist5k's claimed-vs-reproduced rows (AdvAE Table 1) computed on the GPU."""
+    lines = ["### mnist5k: AdvAE Table 1, claimed vs reproduced", "", c["source"] + ".", "",
+             "| claim | method | attack | threat model | claimed | reproduced (n) | difference |",
+             "|---|---|---|---|---|---|---|"]
+    for r in c["rows"]:
+        se = 100 * r["se"]
+        lines.append(f"| {r['id']} | {r['method']} | {r['attack']} | {r['threat_model']} | "
+                     f"{100 * r['claimed']:.1f} | {100 * r['reproduced']:.1f} ± {se:.1f} ({r['n']}) | "
+                     f"{100 * r['difference']:+.1f} ({abs(r['difference']) / max(r['se'], 1e-9):.1f} SE) |")
+    return [*lines, ""]
 
 
 def _install_lines(i: dict[str, Any]) -> list[str]:

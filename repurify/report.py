@@ -149,17 +149,35 @@ def _convergence_lines(evaluations: dict[str, dict[str, Any]]) -> list[str]:
     return lines
 
 
-def _trained_lines(trained: dict[str, dict[str, Any]]) -> list[str]:
+def _trained_lines(trained: dict[str, dict[str, Any]], substitute: str) -> list[str]:
     lines = ["", "## Trained defenses", "",
              "| defense | variant | training examples | epochs run | restored epoch | "
              "best validation loss | clean accuracy (all test images) |", "|---" * 7 + "|"]
     for name, t in trained.items():
         variant = ", ".join(f"{k}={t['spec'][k]}" for k in (
-            "architecture", "loss", "guide", "classifiers", "lam", "delta", "q", "generations",
-            "perceptual") if k in t["spec"])
+            "architecture", "loss", "guide", "sources", "source", "classifiers", "lam", "delta", "q",
+            "generations", "perceptual") if k in t["spec"])
         lines.append(f"| {name} | {variant} | {t['train_examples']} | {t['epochs_run']} | "
                      f"{t['best_epoch'] + 1} | {t['best_val_loss']:.4f} | {_pct(t['clean_accuracy'])} |")
-    return lines
+    return lines + _held_out_lines(trained, substitute)
+
+
+def _held_out_lines(trained: dict[str, dict[str, Any]], substitute: str) -> list[str]:
+    """Whether the substitute, the model the *blackbox (transfer)* rows are crafted on, made the
+    training examples of a defense trained on crafted examples (HGD ``sources``, GCLN ``source``)."""
+    lines = []
+    for name, t in trained.items():
+        spec = t["spec"]
+        sources = spec.get("sources") or ([spec["source"]] if "source" in spec else [])
+        if not sources:
+            continue
+        held = "substitute" not in sources
+        lines.append(f"- `{name}`: training examples crafted on {' and '.join(sources)}; the substitute "
+                     f"({substitute}) " + ("is held out, so its *blackbox (transfer)* rows come from a "
+                                           "model unseen in training" if held else
+                                           "made them, so its *blackbox (transfer)* rows are not "
+                                           "from a held-out model"))
+    return ["", *lines] if lines else []
 
 
 def _calibration_lines(cal: dict[str, Any]) -> list[str]:
@@ -178,6 +196,10 @@ def _calibration_lines(cal: dict[str, Any]) -> list[str]:
                      f"{curve.index(c['peak']) + 1} | {c['stop_step']} | "
                      f"{_pct(curve[c['stop_step'] - 1])} | {_pct(curve[-1])} |")
     lines += ["", "Chosen: " + ", ".join(f"{k} {v:g}" for k, v in chosen.items()) + "."]
+    if pinned := cal["spec"]["network_steps"]:
+        lines += ["", f"The slot runs at its pinned T_N {pinned}, not at the calibrated "
+                      f"{chosen['network_steps']}; an ablation variant with `network_steps: null` "
+                      "runs at the calibrated one."]
     return lines
 
 
@@ -200,7 +222,8 @@ def _transfer_lines(transfer: dict[str, Any]) -> list[str]:
     lines = ["", "## Model transfer", "",
              "*X/A*: trained with classifier X (an ensemble {X,A,B}: Eq. 8; HGD: guided by X; "
              "*online*: OAG, which trains nothing), placed in front of classifier A and attacked "
-             "through both (white-box) or on A alone (gray-box, OAG Table III)."]
+             "through both (white-box) or crafted on A alone (oblivious: HGD Table 4's fixed test "
+             "sets, OAG Table III's gray-box)."]
     if transfer["zoo"]:
         lines += ["", "| zoo classifier | architecture | clean accuracy |", "|---|---|---|"]
         lines += [f"| {k} | {z['arch']} | {_pct(z['clean_accuracy'])} |" for k, z in transfer["zoo"].items()]
@@ -210,9 +233,11 @@ def _transfer_lines(transfer: dict[str, Any]) -> list[str]:
         threats = sorted({r["threat_model"] for r in mine} - {"none"})
         lines += ["", f"### `{defense}` ({', '.join(threats)})", "",
                   "| attack | n | " + " | ".join(columns) + " |", "|---" * (len(columns) + 2) + "|"]
-        for attack in dict.fromkeys(r["attack"] for r in mine):
-            of_attack = [r for r in mine if r["attack"] == attack]
+        for attack, threat in dict.fromkeys((r["attack"], r["threat_model"]) for r in mine):
+            of_attack = [r for r in mine if r["attack"] == attack and r["threat_model"] == threat]
             cells = {r["column"]: r for r in of_attack}
+            if len(threats) > 1 and threat != "none":
+                attack = f"{attack} ({threat})"
             lines.append(f"| {attack} | {_sizes(of_attack)} | "
                          + " | ".join(_cell(cells.get(c)) for c in columns) + " |")
             bare = {r["column"]: {"accuracy": r["undefended_accuracy"], "n": r["n"]}
@@ -235,13 +260,19 @@ def _ablation_lines(ablation: dict[str, Any]) -> list[str]:
              "EGC-FL `egcfl_gen<k>`: the trained slot with K = k feedback generations at test time "
              "(Table 6); other variants are retrained with the listed keys replaced (Table 7, the "
              "GCLN Qs sweep); OAG variants (T_I, kernel, online auto-encoder: Tables IV-V, Sec. "
-             "IV-H) use the slot's calibrated values.", "",
+             "IV-H) use the slot's calibrated eps_g, beta and init_std and the T_N in parentheses: "
+             "the slot's, or calibrate_oag's where the variant sets `network_steps: null` "
+             "(*calibrated*).", "",
              "| variant | n | clean | " + " | ".join(columns) + " |",
              "|---" * (len(columns) + 3) + "|"]
     for variant in dict.fromkeys(r["variant"] for r in rows):
         mine = [r for r in rows if r["variant"] == variant]
         cells = {("clean" if r["attack"] == "clean" else f"{r['attack']} {_column(r)}"): r for r in mine}
-        lines.append(f"| {variant} | {_sizes(mine)} | {_cell(cells.get('clean'))} | "
+        label, first = variant, mine[0]
+        if "network_steps" in first:  # an OAG variant: the T_N it ran at
+            calibrated = "network_steps" in first["set"] and first["set"]["network_steps"] is None
+            label += f" (T_N {first['network_steps']}{', *calibrated*' if calibrated else ''})"
+        lines.append(f"| {label} | {_sizes(mine)} | {_cell(cells.get('clean'))} | "
                      + " | ".join(_cell(cells.get(c)) for c in columns) + " |")
     if noise := ablation.get("noise_energy"):
         lines += ["", f"EGC-FL Fig. 4, attack noise energy on {len(noise['before'])} `{noise['attack']}` "
@@ -360,7 +391,7 @@ def render_markdown(profile: str, description: str, classifiers: dict[str, Any],
         acc = _pct(c["clean_accuracy"]) if n is None else _cell({"accuracy": c["clean_accuracy"], "n": n})
         lines.append(f"| {role} | {c['arch']} | {n or ''} | {acc} |")
     if trained:
-        lines += _trained_lines(trained)
+        lines += _trained_lines(trained, classifiers.get("substitute", {}).get("arch", "none"))
     if calibration:
         lines += _calibration_lines(calibration)
     for defense in dict.fromkeys(r["defense"] for r in rows):

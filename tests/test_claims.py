@@ -9,7 +9,15 @@ from typing import Any
 import pytest
 import yaml
 
-from repurify.claims import PAPERS, Claims, compare, load_claims, matching_attack, setting_differences
+from repurify.claims import (
+    PAPERS,
+    Claims,
+    compare,
+    load_claims,
+    matching_attack,
+    pooled_parts,
+    setting_differences,
+)
 from repurify.defenses import list_purifiers
 from repurify.errors import ParamsError
 from repurify.params import load_params
@@ -58,6 +66,8 @@ def _write(tmp_path: Path, mutate) -> Path:
     (lambda r: r["papers"]["advae"]["claims"][-1].update(restates="advae-t9-99"), "not a cell"),
     (lambda r: r["papers"]["advae"]["claims"][-1].update(restates="advae-t4-01"), "does not restate"),
     (lambda r: r["papers"]["advae"]["claims"][-1].update(source="Sec. 4.3.x"), "String should match"),
+    (lambda r: r["papers"]["hgd"]["claims"][0].update(pooled_with={"attack": "bim", "steps": 4}),
+     "pooled_with pools two known attacks"),
 ])
 def test_bad_claims_name_the_entry(tmp_path: Path, mutate, message: str) -> None:
     with pytest.raises(ParamsError, match=r"claims\.yaml") as err:
@@ -99,6 +109,22 @@ def test_cifar10_compares_the_papers_own_setting(claims: Claims) -> None:
     svhn = [r for r in rows.values() if r["dataset"] == "svhn"]
     assert svhn and all("dataset cifar10 vs svhn" in r["setting_differs"] for r in svhn)
     assert matching_attack(pgd, prof) == "pgd"
+
+
+def test_advae_cifar10_compares_in_its_own_profile_only(claims: Claims) -> None:
+    """AdvAE Table 4's target is a ResNetV2-29 (Sec. 4.1): cifar10_advae runs it; cifar10's
+    ResNet-18 differs in the classifier."""
+    table4 = [c.id for c in claims.papers["advae"].claims if c.source == "Table 4"
+              and c.defense in ("none", "advae")]
+    rows = {name: {r["id"]: r for r in compare(claims, load_params(ROOT / "params.yaml", profile=name)
+                                               .active, _evaluations(0.5))["advae"]}
+            for name in ("cifar10_advae", "cifar10")}
+    assert len(table4) == 14 and all(rows["cifar10_advae"][i]["setting_differs"] == [] for i in table4)
+    assert all("classifier resnet18_cifar vs ResNetV2-29" in rows["cifar10"][i]["setting_differs"]
+               for i in table4)
+    pgd = next(i for i in table4 if rows["cifar10_advae"][i]["attack"] == "pgd"
+               and rows["cifar10_advae"][i]["threat_model"] == "whitebox")
+    assert rows["cifar10_advae"][pgd]["paper_protocol"] == 0.5
 
 
 def test_gcln_budgets_as_the_papers_mean_them_get_compared(claims: Claims) -> None:
@@ -151,3 +177,54 @@ def test_attack_hyper_parameters_the_paper_states_are_compared(claims: Claims) -
     assert "lr 0.01 vs 0.2" in setting_differences(cw, off, "cw_l2")
     step = next(c for c in claims.papers["gcln"].claims if c.source == "Table 4" and c.attack == "pgd")
     assert step.attack_params == {"step_size": "3/255"}  # printed 0.01, the text gives 3/255
+
+
+def test_hgd_test_sets_pool_fgsm_and_ifgsm4_and_compare_as_their_mean(claims: Claims) -> None:
+    """HGD Sec. 4.1 / Table 1: each test set is FGSM and IFGSM4 in equal parts at eps 4 or 16; its
+    claims compare with the mean of imagenet_hgd's two rows, in HGD's own protocol; in
+    imagenet_subset they say that it scores only the images the target classifies correctly
+    (OAG's evaluation.per_class)."""
+    hgd = claims.papers["hgd"]
+    sets = [c for c in hgd.claims if c.source != "Table 6" and c.attack != "clean"]
+    assert len(sets) == 68 and all(c.attack == "fgsm" and c.pooled_with.attack == "bim"
+                                   and c.pooled_with.steps == 4 for c in sets)
+    assert all(c.note for c in hgd.claims if c.attack == "other")  # Table 6: the competition's attacks
+    lgd = next(c for c in sets if c.source == "Table 3" and c.defense == "hgd" and c.variant is None
+               and c.threat_model == "blackbox" and c.eps == "16/255")
+
+    def row(profile: str) -> dict[str, Any]:
+        prof = load_params(ROOT / "params.yaml", profile=profile).active
+        acc = {"hgd_fgsm16": 0.4, "hgd_ifgsm4_16": 0.2}
+        rows = [{"attack": a, "threat_model": "blackbox", "source": "transfer",
+                 "accuracy": acc.get(a, 0.9)} for a in prof.attacks]
+        return next(r for r in compare(claims, prof, {d: {"clean_accuracy": 0.9, "results": rows}
+                                                      for d in list_purifiers()})["hgd"]
+                    if r["id"] == lgd.id)
+
+    own = row("imagenet_hgd")
+    assert own["profile_attack"] == "hgd_fgsm16 + hgd_ifgsm4_16"
+    assert own["paper_protocol"] == pytest.approx(0.3)
+    assert own["setting_differs"] == []
+    assert ("images: the target's correctly classified (evaluation.per_class) vs all"
+            in row("imagenet_subset")["setting_differs"])
+
+
+def test_matching_prefers_the_claims_steps_over_params_order(claims: Claims) -> None:
+    prof = load_params(ROOT / "params.yaml", profile="imagenet_hgd").active
+    ifgsm4 = pooled_parts(next(c for c in claims.papers["hgd"].claims if c.eps == "4/255"))[1]
+    eight = prof.attacks["hgd_ifgsm4_4"].model_copy(update={"steps": 8})
+    both = prof.model_copy(update={"attacks": {"bim_8": eight, **prof.attacks}})
+    assert matching_attack(ifgsm4, both) == "hgd_ifgsm4_4"
+
+
+@pytest.mark.parametrize(("profile", "dataset"),
+                         [("flowers17", "flowers17"), ("imagenet_subset", "imagenet")])
+def test_an_imagefolder_profile_compares_its_papers_dataset(profile: str, dataset: str) -> None:
+    """An ImageFolder is named by data.paper_dataset, not by its loader's name."""
+    prof = load_params(ROOT / "params.yaml", profile=profile).active
+    claims = [c for p in load_claims(CLAIMS).papers.values() for c in p.claims]
+    mine = [c for c in claims if c.dataset == dataset]
+    assert mine
+    assert not [w for c in mine for w in setting_differences(c, prof, None) if w.startswith("dataset")]
+    other = next(c for c in claims if c.dataset != dataset)
+    assert f"dataset {dataset} vs {other.dataset}" in setting_differences(other, prof, None)

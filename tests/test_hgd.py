@@ -134,6 +134,18 @@ def test_training_set_attacks_hurt_the_ensemble() -> None:
     x_adv, _, labels = training_set(x, y, sources, spec, torch.Generator().manual_seed(0), 16,
                                     torch.device("cpu"))
     assert len(x_adv) == 2 * 16  # a lone source: its FGSM is the ensemble's FGSM
+    assert torch.equal(labels, y.repeat(2))  # the true labels stay with the copies (CGD's loss)
     ens = Ensemble(sources)
-    clean_loss = F.cross_entropy(ens(x), y)
-    assert F.cross_entropy(ens(x_adv[16:]), labels[16:]) > clean_loss
+    y_x = ens(x).argmax(1)  # the attacks ascend the loss of the predicted class
+    clean_loss = F.cross_entropy(ens(x), y_x)
+    assert F.cross_entropy(ens(x_adv[16:]), y_x) > clean_loss
+
+
+def test_training_set_never_sees_the_true_label() -> None:
+    """Sec. 2.1: the attacks use the model's predicted class y_x; y_true would leak the label."""
+    sources = [_classifier(seed=0), _classifier("mnist_a", seed=1)]
+    spec = _spec(sources=["target", "substitute"], eps_max=0.1, eps_levels=4, ifgsm_steps=[2])
+    x = torch.rand(12, 1, 16, 16)
+    runs = [training_set(x, y, sources, spec, torch.Generator().manual_seed(0), 8, torch.device("cpu"))[0]
+            for y in (torch.zeros(12, dtype=torch.long), torch.arange(12) % 10)]
+    assert torch.equal(*runs)

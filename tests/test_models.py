@@ -27,12 +27,14 @@ CASES = [
       for size in (16, 28)),
     ("resnet18_cifar", 3, 32, 10),
     ("resnet34_cifar", 3, 32, 10),
+    ("resnetv2_29", 3, 32, 10),  # AdvAE Sec. 4.1 CIFAR-10 target
     ("resnet18", 3, 64, 17),
     ("resnet50", 3, 64, 17),
     ("resnet18", 1, 64, 5),  # ImageNet stem swapped for one input channel
     ("vgg11", 3, 64, 17),  # OAG Table III targets
     ("mobilenet_v2", 3, 64, 17),
     ("densenet121", 1, 64, 17),
+    ("inception_v3", 3, 299, 17),  # HGD's ImageNet target
 ]
 
 
@@ -52,6 +54,19 @@ def test_builds_and_gives_logits(arch: str, channels: int, size: int, num_classe
     assert out.dtype == torch.float32 and torch.isfinite(out).all()
     # atol 0: MobileNet-v2 starts with logits of ~1e-10
     assert not torch.allclose(out[0], out[1], atol=0), "logits should depend on the input"
+
+
+def test_resnetv2_29_has_the_keras_depth() -> None:
+    """Keras's depth 9n + 2 counts the main-path convolutions and the linear head, not the three
+    1x1 projection shortcuts: 28 + 1 = 29 layers, 31 convolutions in all."""
+    net = build_model("resnetv2_29", 3, 10, 32)
+    shortcuts = {id(u.shortcut) for u in net.units if isinstance(u.shortcut, nn.Conv2d)}
+    convs = [m for m in net.modules() if isinstance(m, nn.Conv2d)]
+    main = [m for m in convs if id(m) not in shortcuts]
+    linears = [m for m in net.modules() if isinstance(m, nn.Linear)]
+    assert (len(main) + len(linears), len(shortcuts), len(convs)) == (29, 3, 31)
+    assert [u.body[-1][-1].out_channels for u in net.units] == [64] * 3 + [128] * 3 + [256] * 3
+    assert [u.body[1][-1].out_channels for u in net.units] == [16] * 3 + [64] * 3 + [128] * 3
 
 
 def test_mnist_models_reject_too_small_images() -> None:

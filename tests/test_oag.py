@@ -12,9 +12,19 @@ import torch.nn.functional as F
 
 from repurify.calibration import calibrate, stop_step
 from repurify.defenses import DefendedModel, bpda, build_purifier
-from repurify.defenses.oag import OAG, EnergyNets, OagSpec, Settings, _generators, synthesize, synthesize_loop
+from repurify.defenses.oag import (
+    OAG,
+    EnergyNets,
+    OagSpec,
+    Settings,
+    _generators,
+    settings,
+    synthesize,
+    synthesize_loop,
+)
 from repurify.errors import CheckpointError
 from repurify.models import build_classifier
+from repurify.params import AblationVariant
 
 S = Settings(network_steps=6, image_steps=4, eps_g=1.0, beta=1e-4, init_std=0.01, kernel=3, filters=4)
 
@@ -163,11 +173,23 @@ def test_calibration_picks_the_best_peak_and_its_stop_step() -> None:
     assert result["chosen"] == {"eps_g": best["eps_g"], "beta": 1e-4, "init_std": 0.01,
                                 "network_steps": best["stop_step"]}
     assert series == {"noisy_synthesis_accuracy": best["curve"]}
-    pinned, _ = calibrate(_spec(eps_g=0.5, network_steps=2), _classifier(), x, y, seed=0,
-                          device=torch.device("cpu"))
+    pinned, _ = calibrate(_spec(eps_g=0.5), _classifier(), x, y, seed=0, device=torch.device("cpu"))
     assert [c["eps_g"] for c in pinned["candidates"]] == [0.5]
-    assert pinned["chosen"]["network_steps"] == 2
     assert (result, series) == calibrate(_spec(), _classifier(), x, y, seed=0, device=torch.device("cpu"))
+
+
+def test_a_network_steps_null_variant_runs_at_the_calibrated_t_n() -> None:
+    """A slot pinned at the paper's T_N still gets the whole curve and its calibrated T_N, which
+    the slot ignores and an ablation variant with ``network_steps: null`` runs at."""
+    x, y = _images(12), torch.arange(12) % 10
+    slot = _spec(network_steps=2)
+    result, series = calibrate(slot, _classifier(), x, y, seed=0, device=torch.device("cpu"))
+    best = max(result["candidates"], key=lambda c: c["peak"])
+    assert len(series["noisy_synthesis_accuracy"]) == 5  # max_network_steps, not the pinned 2
+    assert result["chosen"]["network_steps"] == best["stop_step"] == stop_step(best["curve"], 0.01)
+    variant = AblationVariant(name="oag_calibrated_tn", defense="oag", set={"network_steps": None})
+    assert settings(slot, result["chosen"]).network_steps == 2
+    assert settings(variant.spec(slot), result["chosen"]).network_steps == best["stop_step"]
 
 
 def test_purifier_needs_a_matching_calibration(tmp_path) -> None:

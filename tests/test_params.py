@@ -31,7 +31,8 @@ def _set(raw: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]:
 
 
 def test_repository_params_validate_for_every_profile(raw: dict[str, Any]) -> None:
-    expected = {"digits", "smoke", "mnist", "cifar10", "svhn", "flowers17", "imagenet_subset"}
+    expected = {"digits", "smoke", "mnist", "mnist5k", "cifar10", "cifar10_advae", "svhn", "flowers17",
+                "imagenet_subset", "imagenet_hgd"}
     assert expected <= set(raw["profiles"])
     for name in raw["profiles"]:
         p = load_params(ROOT / "params.yaml", profile=name)
@@ -66,6 +67,17 @@ def test_paper_budgets_parse_from_ratio_notation() -> None:
     assert _attack("flowers17", "bim").steps == 8
     assert _attack("flowers17", "mifgsm").steps == 5
     assert _attack("imagenet_subset", "mifgsm").steps == 3
+
+
+def test_cifar10_advae_is_cifar10_with_advaes_target() -> None:
+    """AdvAE Sec. 4.1: a ResNetV2-29 trained with Adam at 1e-3; the rest merged from cifar10."""
+    own, cifar = (load_params(ROOT / "params.yaml", profile=p).active for p in ("cifar10_advae", "cifar10"))
+    assert own.data == cifar.data and own.attacks == cifar.attacks
+    target = own.classifiers.target
+    assert (target.arch, target.optimizer, target.lr) == ("resnetv2_29", "adam", 0.001)
+    assert own.classifiers.substitute == cifar.classifiers.substitute
+    assert set(own.defenses) == {"none", "advae"} and own.defenses["advae"] == cifar.defenses["advae"]
+    assert not own.ablation.runs and not own.transfer.grid
 
 
 def test_yaml_exponent_floats_are_numbers(tmp_path: Path) -> None:
@@ -241,3 +253,11 @@ def test_dvc_resolves_params_yaml_as_the_validator_does() -> None:
     assert svhn["data"] == {**cifar["data"], "name": "svhn"}
     assert svhn["defenses"]["hgd"] == cifar["defenses"]["hgd"]
     assert svhn["defenses"]["egcfl"]["delta"] == "12/255" != cifar["defenses"]["egcfl"]["delta"]
+
+
+def test_hgd_sources_hold_the_black_box_model_out() -> None:
+    """HGD Sec. 4.1: the black-box test set comes from a model held out of the training set."""
+    raw = read_yaml(ROOT / "params.yaml")
+    raw["profiles"]["digits"]["defenses"]["hgd"]["sources"] = ["target", "substitute"]
+    with pytest.raises(ParamsError, match=r"defenses\.hgd\.sources: the substitute"):
+        validate_params(raw, profile="digits")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from repurify.report import _convergence_lines, render_markdown
+from typing import Any
+
+from repurify.report import _ablation_lines, _calibration_lines, _convergence_lines, render_markdown
 
 
 def _claim(**kw) -> dict:
@@ -48,3 +50,33 @@ def test_convergence_columns_are_the_union_of_probed_ladders() -> None:
     assert "| defense | n | 5 steps | 25 steps | 50 steps | 1 restarts | 2 restarts | 5 restarts |" in md
     assert "| egcfl | 100 |  | 42.0 | 33.0 | 30.0 |  | 20.0 |" in md
     assert "| oag | 20 | 95.0 |  | 80.0 | 80.0 | 70.0 |  |" in md
+
+
+def test_report_says_which_defenses_saw_the_black_box_model() -> None:
+    """HGD Sec. 4.1: the black-box set comes from a held-out model; the report names it."""
+    def trained(**spec: Any) -> dict[str, Any]:
+        return {"spec": spec, "train_examples": 10, "epochs_run": 1, "best_epoch": 0,
+                "best_val_loss": 0.1, "clean_accuracy": 0.9}
+
+    md = render_markdown("p", "d", {"substitute": {"arch": "mnist_a", "clean_accuracy": 0.9}}, [],
+                         {"hgd": trained(sources=["target"]), "gcln": trained(source="substitute"),
+                          "advae": trained(classifiers=["target"])})
+    assert "- `hgd`: training examples crafted on target; the substitute (mnist_a) is held out" in md
+    assert "- `gcln`: training examples crafted on substitute; the substitute (mnist_a) made them" in md
+    assert "- `advae`" not in md
+
+
+def test_oag_ablation_rows_name_the_t_n_they_ran_at() -> None:
+    def rows(variant: str, set_: dict, t_n: int) -> list[dict]:
+        return [{"variant": variant, "defense": "oag", "set": set_, "network_steps": t_n, "attack": a,
+                 "threat_model": tm, "accuracy": 0.5, "n": 10}
+                for a, tm in (("clean", "none"), ("bim_target", "oblivious"))]
+
+    md = "\n".join(_ablation_lines({"rows": rows("oag_ti10", {"image_steps": 10}, 300)
+                                    + rows("oag_calibrated_tn", {"network_steps": None}, 187)}))
+    assert "| oag_ti10 (T_N 300) | 10 |" in md
+    assert "| oag_calibrated_tn (T_N 187, *calibrated*) | 10 |" in md
+    cal = {"images": 4, "noisy_accuracy": 0.5, "candidates": [],
+           "spec": {"network_steps": 300, "calibration": {"noise_sigma": 0.25, "tolerance": 0.01}},
+           "chosen": {"eps_g": 0.5, "beta": 3e-5, "init_std": 0.01, "network_steps": 187}}
+    assert "pinned T_N 300, not at the calibrated 187" in "\n".join(_calibration_lines(cal))

@@ -102,18 +102,20 @@ def test_run_grid_rows_cover_every_pair_and_attack(tmp_path) -> None:
     train = (torch.rand(40, 1, 16, 16, generator=gen), torch.randint(0, 10, (40,), generator=gen))
     test = (torch.rand(30, 1, 16, 16, generator=gen), torch.randint(0, 10, (30,), generator=gen))
     # OAG Table III: gray-box, one attack per target network
-    oag = TransferEntry(defense="oag", evaluated_on=["target", "D"], threat_model="oblivious",
+    oag = TransferEntry(defense="oag", evaluated_on=["target", "D"], threat_models=["oblivious"],
                         attacks={"D": ["pgd"]})
     prof = prof.model_copy(update={"transfer": prof.transfer.model_copy(
         update={"grid": [*prof.transfer.grid, oag]})})
     chosen = {"eps_g": 1.0, "beta": 1e-4, "init_std": 0.01, "network_steps": 2}
     rows = run_grid(prof, classifiers, train, test, oag_chosen=chosen, num_classes=10, seed=0,
                     device=torch.device("cpu"), out_dir=tmp_path)
-    assert sorted((r["column"], r["attack"]) for r in rows) == sorted(
-        [("{target,substitute}/D", "clean"), ("{target,substitute}/D", "fgsm"),
-         ("substitute/target", "clean"), ("substitute/target", "fgsm"),
-         ("online/target", "clean"), ("online/target", "fgsm"), ("online/D", "clean"),
-         ("online/D", "pgd")])
+    assert sorted((r["column"], r["attack"], r["threat_model"]) for r in rows) == sorted(
+        [("{target,substitute}/D", "clean", "none"), ("{target,substitute}/D", "fgsm", "whitebox"),
+         # HGD Table 4: the fixed test sets (oblivious, footnote 2) and white-box beside them
+         ("substitute/target", "clean", "none"), ("substitute/target", "fgsm", "oblivious"),
+         ("substitute/target", "fgsm", "whitebox"),
+         ("online/target", "clean", "none"), ("online/target", "fgsm", "oblivious"),
+         ("online/D", "clean", "none"), ("online/D", "pgd", "oblivious")])
     assert all(r["n"] == prof.transfer.n and 0 <= r["accuracy"] <= 1 for r in rows)
     gray = [r for r in rows if r["defense"] == "oag" and r["attack"] != "clean"]
     assert {r["threat_model"] for r in gray} == {"oblivious"}

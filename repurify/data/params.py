@@ -24,6 +24,9 @@ class DataParams(Strict):
     test_limit: int | None = Field(default=None, gt=0)
     train_dir: str = "train"  # ImageFolder layouts only
     test_dir: str = "val"
+    # an ImageFolder's dataset as the papers' claims name it (flowers17, imagenet); claims are
+    # compared only on their own dataset
+    paper_dataset: Literal["cifar10", "svhn", "mnist", "imagenet", "flowers17"] | None = None
 
     @field_validator("name")
     @classmethod

@@ -12,7 +12,8 @@
 * Training set (Table 1): FGSM on each source classifier alone, and FGSM and
   IFGSM_k on their ensemble, every image with eps drawn uniformly from
   {1..L} * eps_max / L (the paper: integers in [1,16]/255). The attacks
-  ascend the loss of the true label.
+  ascend the loss of the attacked model's predicted class y_x, not the true
+  label, which would leak the label into the example (Sec. 2.1).
 """
 
 from __future__ import annotations
@@ -127,10 +128,13 @@ class Ensemble(nn.Module):
         return torch.stack([m(x) for m in self.models]).mean(0)
 
 
-def _attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: torch.Tensor, steps: int,
+def _attack(model: nn.Module, x: torch.Tensor, eps: torch.Tensor, steps: int,
             gen: torch.Generator) -> torch.Tensor:
-    """FGSM (steps=1) or IFGSM_steps with step eps/steps, per-example ``eps``."""
-    return iterative(model, x, Goal(y), norm="linf", eps=eps, step_size=eps / steps, steps=steps,
+    """FGSM (steps=1) or IFGSM_steps with step eps/steps, per-example ``eps``, away from the
+    model's predicted class y_x (Sec. 2.1: y_true leaks the label)."""
+    with torch.no_grad():
+        y_x = model(x).argmax(1)
+    return iterative(model, x, Goal(y_x), norm="linf", eps=eps, step_size=eps / steps, steps=steps,
                      rand_init=False, momentum=None, early_stop=False, gen=gen)
 
 
@@ -147,8 +151,8 @@ def training_set(x: torch.Tensor, y: torch.Tensor, sources: list[Classifier], sp
         eps = torch.randint(1, spec.eps_levels + 1, (len(x),), generator=gen).float()
         eps = (eps * spec.eps_max / spec.eps_levels).view(-1, 1, 1, 1)
         adv.append(torch.cat([
-            _attack(model, x[i:i + batch_size].to(device), y[i:i + batch_size].to(device),
-                    eps[i:i + batch_size].to(device), steps, gen).cpu()
+            _attack(model, x[i:i + batch_size].to(device), eps[i:i + batch_size].to(device), steps,
+                    gen).cpu()
             for i in range(0, len(x), batch_size)]))
     copies = len(recipes)
     return torch.cat(adv), x.repeat(copies, 1, 1, 1), y.repeat(copies)

@@ -9,8 +9,11 @@ image (Eq. 3) with one update of theta (Eq. 5), T_N times.
 Batched: image b has its own theta_b. The B convolutions are one grouped
 convolution (groups = B) and the B fully connected layers one elementwise
 product, and every image draws its initialisation and its Langevin noise from a
-generator of its own, seeded per image: an image's result does not depend on
-the batch it is synthesized in (``synthesize_loop`` is the one-at-a-time run).
+generator of its own, seeded per image: each image runs the one-at-a-time
+algorithm, whatever batch it is in. Not bitwise equal to ``synthesize_loop`` (the
+one-at-a-time run): the grouped convolution sums in another order and the
+Langevin steps carry that rounding forward; ``tests/test_oag.py`` bounds the
+difference at a realistic T_N (the README's ``oag`` row gives measurements).
 
 Pixels live in [0, scale] during the synthesis: scale 255 is the paper's unit,
 in which its attack budgets and Eq. 3's N(0, 1) prior are stated. The output is
@@ -231,7 +234,8 @@ def synthesize(x: torch.Tensor, seeds: torch.Tensor, s: Settings,
 
 
 def synthesize_loop(x: torch.Tensor, seeds: torch.Tensor, s: Settings) -> torch.Tensor:
-    """The one-image-at-a-time reference of :func:`synthesize` (same seeds, same result)."""
+    """The one-image-at-a-time reference of :func:`synthesize` (same seeds, same algorithm; equal
+    up to rounding, see the module docstring)."""
     return torch.cat([synthesize(x[i:i + 1], seeds[i:i + 1], s) for i in range(len(x))])
 
 

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torchvision.models import vgg19
 
 from repurify.errors import DataUnavailableError
 from repurify.models.classifier import Classifier
@@ -54,6 +53,8 @@ class VGGFeatures(nn.Module):
 
     def __init__(self, layer: str) -> None:
         super().__init__()
+        from torchvision.models import vgg19  # here, not at import: 1.4 s that params loading skips
+
         net = vgg19(weights=None).features[:VGG19_LAYERS[layer]]
         state = {k.removeprefix("features."): v for k, v in _vgg19_state().items()
                  if k.startswith("features.") and int(k.split(".")[1]) < VGG19_LAYERS[layer]}

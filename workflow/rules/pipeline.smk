@@ -34,6 +34,10 @@ def _param_value(key):
     return node
 
 
+def _constant(value):
+    return lambda wildcards: value
+
+
 for _stage in STAGES:
 
     rule:
@@ -47,9 +51,11 @@ for _stage in STAGES:
             dirs=[directory(o.format(profile=PROFILE)) for o in _stage.out_dirs],
             metrics=[m.format(profile=PROFILE) for m in _stage.metrics],
         params:
-            # a change of any of these keys reruns the rule (rerun-trigger "params")
-            values=json.dumps({k: _param_value(k) for k in _stage.param_keys(PROFILE)},
-                              sort_keys=True),
+            # a change of any of these keys reruns the rule (rerun-trigger "params"); a function,
+            # as Snakemake reads braces in params strings as wildcards (a description's
+            # "{train,val}" would be one)
+            values=_constant(json.dumps({k: _param_value(k) for k in _stage.param_keys(PROFILE)},
+                                        sort_keys=True)),
             # bound here: a `shell:` expression would see the loop's last stage at run time
             cmd=_stage.cmd(PROFILE),
         log:
