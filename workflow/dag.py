@@ -16,7 +16,8 @@ import argparse
 import os
 import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import cache
 from pathlib import Path
 
 import yaml
@@ -44,7 +45,8 @@ SLURM = {"executor": "slurm", "jobs": 20, "latency-wait": 60, "retries": 1, "pri
 
 @dataclass(frozen=True)
 class Resources:
-    """What a stage asks a cluster scheduler for."""
+    """What a stage asks a cluster scheduler for; :func:`stages` sets the memory and run time from
+    the stage's estimate (:mod:`benchmarks.scale`)."""
 
     gpu: int = 0
     mem_mb: int = 4000
@@ -95,7 +97,9 @@ ADVERSARIAL = tuple(paths.ADVERSARIAL.replace("{role}", r) for r in paths.ROLES)
 # a stage's threads: the torch threads it runs (stages/__init__.py); $REPURIFY_THREADS overrides
 # both at run time (the Snakefile's `threads:`), and the bytes of a result depend on it
 THREADS = int(DEFAULT_THREADS)
+# the defaults of a profile that `python -m benchmarks.scale --write` has not estimated
 GPU_JOB = Resources(gpu=1, mem_mb=16000, runtime_min=720, threads=THREADS)
+REQUESTS = ROOT / "workflow" / "requests.yaml"
 
 
 def _one(template: str, defense: str) -> str:
@@ -121,13 +125,11 @@ def _defense_stages(slot: str, kind: str) -> list[Stage]:
                          metrics=(made,), resources=GPU_JOB))
     out.append(Stage(name=f"evaluate_{slot}", module="evaluate", args=("--defense", slot),
                      code=(entry.module,), deps=(*slot_deps, *ADVERSARIAL), params=runs, outs=(),
-                     metrics=(_one(paths.EVALUATION, slot),),
-                     resources=Resources(gpu=1, mem_mb=16000, runtime_min=480, threads=THREADS)))
+                     metrics=(_one(paths.EVALUATION, slot),), resources=GPU_JOB))
     out.append(Stage(name=f"check_{slot}", module="check", args=("--defense", slot),
                      code=(entry.module,), deps=(*slot_deps, paths.ADVERSARIAL.replace("{role}", "target")),
                      params=runs, outs=(), uncached=(_one(paths.GRID, slot),),
-                     metrics=(_one(paths.CHECKS, slot),),
-                     resources=Resources(gpu=1, mem_mb=16000, runtime_min=480, threads=THREADS)))
+                     metrics=(_one(paths.CHECKS, slot),), resources=GPU_JOB))
     return out
 
 
@@ -146,7 +148,7 @@ def _experiment_stage(prof: ProfileParams, name: str, slots: list[str], deps: tu
         outs=(),
         out_dirs=(out_dir,),
         metrics=(metrics,),
-        resources=Resources(gpu=1, mem_mb=16000, runtime_min=1440, threads=THREADS),
+        resources=GPU_JOB,
     )
 
 
@@ -157,13 +159,12 @@ def stages(prof: ProfileParams) -> tuple[Stage, ...]:
     trained = prepared(prof, "train")
     table: list[Stage] = [
         Stage(name="fetch_data", deps=(), params=("data",), outs=(paths.DATASET, paths.MANIFEST),
-              code=(source_module(prof.data.name),), resources=Resources(mem_mb=16000, runtime_min=60)),
+              code=(source_module(prof.data.name),), resources=Resources(runtime_min=60)),
         Stage(name="train_classifier", deps=(paths.DATASET,), params=("/seed", "classifiers"),
               outs=CLASSIFIERS, metrics=(paths.CLASSIFIER_METRICS,), resources=GPU_JOB),
         Stage(name="generate_attacks", deps=(paths.DATASET, *CLASSIFIERS),
               params=("/seed", "attacks", "evaluation"), outs=ADVERSARIAL,
-              metrics=(paths.ATTACK_METRICS,), resources=Resources(gpu=1, mem_mb=16000, runtime_min=240,
-                                                                   threads=THREADS)),
+              metrics=(paths.ATTACK_METRICS,), resources=GPU_JOB),
     ]
     table += [st for slot in slots for st in _defense_stages(slot, prof.defenses[slot].kind)]
     experiments: list[str] = []
@@ -194,6 +195,19 @@ def stages(prof: ProfileParams) -> tuple[Stage, ...]:
     return tuple(table)
 
 
+@cache
+def requests() -> dict[str, dict[str, dict[str, int]]]:
+    """profile -> stage -> {mem_mb, runtime_min}: the committed output of ``python -m
+    benchmarks.scale --write`` (counting FLOPs takes seconds; a Snakemake parse reads this)."""
+    return yaml.safe_load(REQUESTS.read_text(encoding="utf-8")) if REQUESTS.exists() else {}
+
+
+def sized(stage: Stage, profile: str) -> Resources:
+    """What ``stage`` asks for in ``profile``: its estimate (``workflow/requests.yaml``), or the
+    table's generous defaults where the profile or stage was not estimated."""
+    return replace(stage.resources, **requests().get(profile, {}).get(stage.name, {}))
+
+
 def stale(table: tuple[Stage, ...], files: tuple[str, ...] = (), params: tuple[str, ...] = ()) -> list[str]:
     """The stages an edit of source ``files`` or of profile ``params`` keys (``defenses.hgd.widths``)
     makes rerun: those that list one among their dependencies, as DVC and Snakemake see them, and
@@ -218,11 +232,11 @@ def active_profile(profile: str | None = None) -> tuple[str, ProfileParams]:
     return params.profile, params.active
 
 
-def slurm_resources(stage: Stage) -> dict[str, int | str]:
-    """Snakemake resources: sizes from the table; account/partition from $SBATCH_ACCOUNT and
+def slurm_resources(stage: Stage, profile: str) -> dict[str, int | str]:
+    """Snakemake resources: sizes from :func:`sized`; account/partition from $SBATCH_ACCOUNT and
     $SBATCH_PARTITION when set (otherwise the SLURM plugin guesses / uses the default)."""
-    res: dict[str, int | str] = {"mem_mb": stage.resources.mem_mb,
-                                 "runtime": stage.resources.runtime_min}
+    want = sized(stage, profile)
+    res: dict[str, int | str] = {"mem_mb": want.mem_mb, "runtime": want.runtime_min}
     for key, env in (("slurm_account", "SBATCH_ACCOUNT"), ("slurm_partition", "SBATCH_PARTITION")):
         if os.environ.get(env):
             res[key] = os.environ[env]

@@ -62,7 +62,7 @@ for _stage in STAGES:
             _stage.log(PROFILE),
         threads: int(os.environ.get("REPURIFY_THREADS", _stage.resources.threads))
         resources:
-            **slurm_resources(_stage),
+            **slurm_resources(_stage, PROFILE),
         conda:
             "../envs/repurify.yaml"
         shell:
