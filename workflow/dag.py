@@ -45,8 +45,8 @@ SLURM = {"executor": "slurm", "jobs": 20, "latency-wait": 60, "retries": 1, "pri
 
 @dataclass(frozen=True)
 class Resources:
-    """What a stage asks a cluster scheduler for; :func:`stages` sets the memory and run time from
-    the stage's estimate (:mod:`benchmarks.scale`)."""
+    """What a stage asks a cluster scheduler for: the table's defaults, whose memory and run time
+    :func:`sized` replaces with the profile's estimate (:mod:`benchmarks.scale`)."""
 
     gpu: int = 0
     mem_mb: int = 4000
@@ -199,7 +199,7 @@ def stages(prof: ProfileParams) -> tuple[Stage, ...]:
 def requests() -> dict[str, dict[str, dict[str, int]]]:
     """profile -> stage -> {mem_mb, runtime_min}: the committed output of ``python -m
     benchmarks.scale --write`` (counting FLOPs takes seconds; a Snakemake parse reads this)."""
-    return yaml.safe_load(REQUESTS.read_text(encoding="utf-8")) if REQUESTS.exists() else {}
+    return yaml.safe_load(REQUESTS.read_text(encoding="utf-8"))
 
 
 def sized(stage: Stage, profile: str) -> Resources:
