@@ -199,8 +199,10 @@ def test_ctrl_c_ends_with_a_short_message_and_a_failed_run(workdir: Path) -> Non
     assert _run(workdir, "fetch_data", "--profile", "digits").returncode == 0
     log, uri = workdir / "logs" / "train.log", f"sqlite:///{workdir / 'own.db'}"
     env = {**stage_env(ROOT), "MLFLOW_TRACKING_URI": uri}
+    # a suite started in the background (`make test &`) passes SIGINT on ignored: restore it
     proc = subprocess.Popen([sys.executable, "-m", "stages.train_classifier", "--profile", "digits",
-                             "--log", str(log)], cwd=workdir, env=env, stderr=subprocess.PIPE, text=True)
+                             "--log", str(log)], cwd=workdir, env=env, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     while not log.exists() and proc.poll() is None:  # the stage's own handling starts with its log
         time.sleep(0.2)
     time.sleep(2)
