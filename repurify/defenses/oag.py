@@ -107,7 +107,10 @@ def _generators(seeds: torch.Tensor, device: torch.device) -> list[torch.Generat
 
 def _draw(gens: list[torch.Generator], shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
     """One N(0, 1) tensor of ``shape`` per image from its own generator, stacked on dim 0."""
-    return torch.stack([torch.randn(shape, generator=g, device=device) for g in gens])
+    out = torch.empty(len(gens), *shape, device=device)
+    for g, row in zip(gens, out, strict=True):
+        row.normal_(generator=g)
+    return out
 
 
 class EnergyNets:
@@ -145,10 +148,9 @@ class EnergyNets:
         with torch.no_grad():
             z = self._responses(I_s)
             dF_dz = F.relu(z).sign_().mul_(self.w).view(1, -1, *z.shape[2:])
-            b, c, h, w = I_s.shape
-            dF_dI = torch.nn.grad.conv2d_input((1, b * c, h, w), self.W, dF_dz,
-                                               padding=self.k // 2, groups=b).view_as(I_s)
-            return I_s - eps_g**2 / 2 * (I_s - dF_dI) + eps_g * noise
+            dF_dI = F.conv_transpose2d(dF_dz, self.W, padding=self.k // 2,
+                                       groups=len(I_s)).view_as(I_s)
+            return torch.add(I_s, dF_dI - I_s, alpha=eps_g**2 / 2).add_(noise, alpha=eps_g)
 
     def network_step(self, I_z: torch.Tensor, I_s: torch.Tensor, beta: float) -> None:
         """Eq. 5: theta_{t+1} = theta_t + beta (dF(I_z)/dtheta - dF(I_s)/dtheta), per image."""
