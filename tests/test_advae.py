@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -86,7 +88,26 @@ def test_objective_trains_the_auto_encoder_only() -> None:
     loss.backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in ae.parameters())
     assert all(p.grad is None for p in f.parameters())
-    assert ae.training  # crafting in eval mode does not leave the auto-encoder there
+    assert ae.training
+
+
+def test_training_crafts_against_the_function_it_trains() -> None:
+    """Eq. 7's inner max is over the AE being minimised: in training, batch statistics, as in the
+    authors' code (crafted on the inference-mode AE, model X's AE collapsed to a constant image).
+    Only the loss's own pass moves the running statistics; the attack's five move none."""
+    spec, f = _spec(lam=0.0), _classifier()
+    torch.manual_seed(1)
+    ae = build_autoencoder(spec, 1).train()
+    reference = copy.deepcopy(ae)
+    initial = copy.deepcopy(reference.state_dict())
+    x, y = torch.rand(8, 1, 16, 16), torch.arange(8)
+    AdvaeObjective(ae, [f], spec, torch.Generator().manual_seed(0))((x, y))
+    # batch statistics: the training-mode outputs do not depend on the running ones
+    x_adv = pgd_inner(DefendedModel(reference, f), x, y, spec.pgd, torch.Generator().manual_seed(0))
+    reference.load_state_dict(initial)
+    reference(x_adv)  # the loss's pass
+    for (name, a), b in zip(ae.named_buffers(), reference.buffers(), strict=True):
+        torch.testing.assert_close(a, b, msg=name)
 
 
 def test_adversarial_examples_are_crafted_against_the_current_weights() -> None:

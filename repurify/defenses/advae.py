@@ -14,6 +14,8 @@ sigmoid output.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Annotated, Literal
 
 import torch
@@ -100,6 +102,18 @@ def build_autoencoder(spec: AdvaeSpec, channels: int) -> Purifier:
     return (ConvAE if spec.architecture == "conv_ae" else UNetAE)(channels, spec.widths)
 
 
+@contextlib.contextmanager
+def frozen_statistics(module: nn.Module) -> Iterator[None]:
+    """Leave the batch-norm running statistics as they were (the attack's passes update none)."""
+    saved = [(b, b.clone()) for m in module.modules() if isinstance(m, nn.BatchNorm2d)
+             for b in m.buffers()]
+    try:
+        yield
+    finally:
+        for buffer, value in saved:
+            buffer.copy_(value)
+
+
 class AdvaeObjective:
     """Eq. 7 (one classifier) or Eq. 8 (a sum over classifiers), on one batch."""
 
@@ -110,12 +124,14 @@ class AdvaeObjective:
 
     def __call__(self, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
         x, y = batch
-        training = self.ae.training
         loss = x.new_zeros(())
         for model in self.defended:
-            self.ae.eval()  # craft against the deployed (inference-mode) auto-encoder
-            x_adv = pgd_inner(model, x, y, self.spec.pgd, self.gen)  # the inner max of Eq. 7
-            self.ae.train(training)
+            # the inner max of Eq. 7 over the AE being minimised: in training, its batch-norm
+            # mode, as in the authors' code. Crafted against the inference-mode AE instead, the
+            # examples miss the function being trained, and on digits model X, and on mnist5k,
+            # the AE collapsed to a constant image (loss ln 10)
+            with frozen_statistics(self.ae):
+                x_adv = pgd_inner(model, x, y, self.spec.pgd, self.gen)
             loss = loss + F.cross_entropy(model(x_adv), y)
         if self.spec.lam:
             loss = loss + self.spec.lam * len(self.defended) * F.binary_cross_entropy(self.ae(x), x)
