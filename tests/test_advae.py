@@ -82,19 +82,21 @@ def test_objective_is_eq_7_and_eq_8() -> None:
     assert ens0 > adv_only
 
 
-def test_objective_trains_the_auto_encoder_only() -> None:
-    f = _classifier()
-    loss, ae = _objective(_spec(lam=1.0), [f])
+@pytest.mark.parametrize("ensemble", [1, 2])
+def test_objective_trains_the_auto_encoder_only(ensemble: int) -> None:
+    """Eq. 8's later terms craft after the earlier ones built their graphs: backward still runs."""
+    fs = [_classifier(seed=0), _classifier("mnist_a", seed=1)][:ensemble]
+    loss, ae = _objective(_spec(lam=1.0), fs)
     loss.backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in ae.parameters())
-    assert all(p.grad is None for p in f.parameters())
+    assert all(p.grad is None for f in fs for p in f.parameters())
     assert ae.training
 
 
 def test_training_crafts_against_the_function_it_trains() -> None:
-    """Eq. 7's inner max is over the AE being minimised: in training, batch statistics, as in the
-    authors' code (crafted on the inference-mode AE, model X's AE collapsed to a constant image).
-    Only the loss's own pass moves the running statistics; the attack's five move none."""
+    """Eq. 7's inner max is over the AE being minimised: in training, with batch statistics
+    (crafted on the inference-mode AE, model X's AE collapsed to a constant image). Only the
+    loss's own pass moves the running statistics; the attack's five move none."""
     spec, f = _spec(lam=0.0), _classifier()
     torch.manual_seed(1)
     ae = build_autoencoder(spec, 1).train()

@@ -104,14 +104,16 @@ def build_autoencoder(spec: AdvaeSpec, channels: int) -> Purifier:
 
 @contextlib.contextmanager
 def frozen_statistics(module: nn.Module) -> Iterator[None]:
-    """Leave the batch-norm running statistics as they were (the attack's passes update none)."""
-    saved = [(b, b.clone()) for m in module.modules() if isinstance(m, nn.BatchNorm2d)
-             for b in m.buffers()]
+    """Batch statistics, the running ones left untouched (the attack's passes): no tensor is
+    written, so a graph built before (Eq. 8's earlier terms) stays valid."""
+    norms = [m for m in module.modules() if isinstance(m, nn.BatchNorm2d) and m.track_running_stats]
+    for m in norms:
+        m.track_running_stats = False
     try:
         yield
     finally:
-        for buffer, value in saved:
-            buffer.copy_(value)
+        for m in norms:
+            m.track_running_stats = True
 
 
 class AdvaeObjective:
@@ -126,10 +128,10 @@ class AdvaeObjective:
         x, y = batch
         loss = x.new_zeros(())
         for model in self.defended:
-            # the inner max of Eq. 7 over the AE being minimised: in training, its batch-norm
-            # mode, as in the authors' code. Crafted against the inference-mode AE instead, the
-            # examples miss the function being trained, and on digits model X, and on mnist5k,
-            # the AE collapsed to a constant image (loss ln 10)
+            # the inner max of Eq. 7 over the AE being minimised, in its training (batch-norm)
+            # mode. Crafted against the inference-mode AE instead, the examples missed the
+            # function being trained, and the AE collapsed to a constant image (loss ln 10) in
+            # front of model X (digits' transfer grid, mnist5k)
             with frozen_statistics(self.ae):
                 x_adv = pgd_inner(model, x, y, self.spec.pgd, self.gen)
             loss = loss + F.cross_entropy(model(x_adv), y)
