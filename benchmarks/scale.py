@@ -49,7 +49,7 @@ from repurify.defenses import get
 from repurify.defenses.hgd import DUNET
 from repurify.defenses.oag import OagSpec, settings, synthesize
 from repurify.defenses.registry import BuildContext
-from repurify.evaluation import limited
+from repurify.evaluation import apgd_covered_by, limited
 from repurify.models.classifier import build_classifier
 from repurify.params import AutoAttackSpec, EvaluationLimit, ProfileParams, load_params
 from repurify.transfer import variant
@@ -61,7 +61,7 @@ GPU = json.loads((HERE / "gpu.json").read_text(encoding="utf-8"))
 GIB = 2 ** 30
 BASE_BYTES = 2 * GIB  # ours: 0.8 GiB measured for the lightest CPU stage, 1 GiB more for CUDA
 NODE_GIB = 128  # ours: a node like the H200 machine of gpu.json (one GPU, 128 GiB)
-PROFILES = ("digits", "cifar10", "svhn", "flowers17", "imagenet_subset", "imagenet_hgd")
+PROFILES = ("digits", "digits_full", "cifar10", "svhn", "flowers17", "imagenet_subset", "imagenet_hgd")
 # (images, test images or None: a pool split by data.test_fraction, classes); ImageFolder
 # datasets by paper_dataset, in the layout assumed (ours): Flowers-17's 80 per class with the
 # 340 test images of OAG's tables, ImageNet at HGD Sec. 4.1's 30 per class for training and 10
@@ -288,16 +288,20 @@ class Scale:
         terms = [Term("clean and cached rows, scored", (ev.n + cached) * draws, batch=ev.batch_size, **fwd)]
         if limit.papernot:
             terms += self.papernot(spec)
-        terms += self.whitebox(spec, "target", limited(self.attacks("whitebox"), limit), ev.n,
-                               ev.autograd_attacks)
+        whitebox = limited(self.attacks("whitebox"), limit)
+        terms += self.whitebox(spec, "target", whitebox, ev.n, ev.autograd_attacks)
         ad = ev.adaptive_for(slot)
+        pgd, bs = ad.steps[-1] * ad.restarts[-1], ev.batch_size
+        terms += [Term(f"adaptive PGD-{ad.steps[-1]} x {ad.restarts[-1]}", ad.n * pgd * eot, batch=bs,
+                       **grad),
+                  Term("adaptive rows, scored", ad.n * draws, batch=bs, **fwd)]
+        if apgd_covered_by(whitebox, ad, randomized=rand) is not None:
+            return terms
         apgd = AutoAttackSpec(kind="autoattack", eps=ad.eps, version="custom", n_iter=ad.apgd_iterations,
                               attacks=["apgd-ce", "apgd-dlr"] if rand else ad.autoattack)
-        pgd, bs = ad.steps[-1] * ad.restarts[-1], ev.batch_size
         return [*terms,
-                Term(f"adaptive PGD-{ad.steps[-1]} x {ad.restarts[-1]}", ad.n * pgd * eot, batch=bs, **grad),
                 Term("adaptive APGD", ad.n * gradient_passes(apgd, self.classes) * eot, batch=bs, **grad),
-                Term("adaptive rows, scored", 2 * ad.n * draws, batch=bs, **fwd)]
+                Term("adaptive APGD, scored", ad.n * draws, batch=bs, **fwd)]
 
     def papernot(self, spec: Any) -> list[Term]:
         """Papernot's substitute (the target's architecture): S_0 doubles every round."""

@@ -61,12 +61,15 @@ class CwL2Spec(_Attack):
     confidence: float = Field(default=0.0, ge=0)
 
 
+AUTOATTACK_ITERATIONS = 100  # APGD's iterations in AutoAttack's standard and rand versions
+
+
 class AutoAttackSpec(_Budget):
     kind: Literal["autoattack"]
     version: Literal["standard", "rand", "custom"] = "standard"
     attacks: list[Literal["apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "square"]] | None = None
     n_queries: int | None = Field(default=None, gt=0)  # Square's query budget; None: AutoAttack's 5000
-    n_iter: int | None = Field(default=None, gt=0)  # APGD's iterations; None: AutoAttack's 100
+    n_iter: int | None = Field(default=None, gt=0)  # APGD's iterations; None: AUTOATTACK_ITERATIONS
 
     @field_validator("attacks")
     @classmethod

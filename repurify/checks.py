@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from repurify.attacks import run_attack
+from repurify.attacks.base import draw_chunks
 from repurify.defenses import DefendedModel, bpda
 from repurify.evaluation import Scoring
 from repurify.params import AutoAttackSpec, ChecksParams
@@ -46,7 +47,7 @@ class MeanLogits(nn.Module):
         self.model, self.samples = model, samples
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.stack([self.model(x) for _ in range(self.samples)]).mean(0)
+        return torch.cat(list(draw_chunks(self.model, x, self.samples))).mean(0)
 
 
 def _point(defended: nn.Module, adv: torch.Tensor, y: torch.Tensor, scoring: Scoring) -> dict[str, Any]:

@@ -14,7 +14,8 @@
   APGD-DLR with EOT, judged point by point) against randomized purifiers.
 * the adaptive set (``evaluation.adaptive``): the instrument's own PGD and APGD on
   the first ``adaptive.n`` images, whose PGD run is also the convergence probe; the
-  worst case over every row is taken on those images.
+  worst case over every row is taken on those images. Its APGD is skipped where a
+  white-box AutoAttack ``standard`` row already runs the same sub-attacks on them.
 
 Every row is scored on fresh draws of a randomized defense (``evaluation.draws``)
 and keeps its per-image scores. ``evaluation.limits.<slot>`` makes a costly
@@ -31,6 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from repurify.attack_specs import AUTOATTACK_ITERATIONS
 from repurify.attacks import run_attack
 from repurify.blackbox import train_papernot_substitute
 from repurify.defenses import DefendedModel, bpda
@@ -146,15 +148,17 @@ def evaluate_defense(defended: DefendedModel, profile: ProfileParams, data: Eval
     if limit.papernot:
         rows += _papernot_rows(defended, profile, data, seed=seed, device=device, scoring=scoring)
 
-    rows += whitebox_rows(defended, limited(list(_attacks(profile, "whitebox")), limit), x, y,
-                          num_classes=data.num_classes, scoring=scoring, seed=seed,
-                          autograd_attacks=ev.autograd_attacks)
+    whitebox = limited(list(_attacks(profile, "whitebox")), limit)
+    rows += whitebox_rows(defended, whitebox, x, y, num_classes=data.num_classes, scoring=scoring,
+                          seed=seed, autograd_attacks=ev.autograd_attacks)
     result = {"clean_accuracy": clean["accuracy"], "clean": clean, "n": len(y),
               "randomized": defended.randomized, "eot_samples": scoring.eot_samples,
               "draws": scoring.draws, "differentiable": defended.purifier.differentiable}
     if adaptive is not None:
+        covered = apgd_covered_by(whitebox, adaptive, randomized=defended.randomized)
         set_rows, convergence = adaptive_rows(defended, adaptive, x[:adaptive.n], y[:adaptive.n],
-                                              num_classes=data.num_classes, scoring=scoring, seed=seed)
+                                              num_classes=data.num_classes, scoring=scoring, seed=seed,
+                                              apgd_covered_by=covered)
         rows += set_rows
         result["convergence"] = convergence
         result["worst_case"] = worst_case(rows, adaptive.n, adaptive.eps, adaptive.norm)
@@ -202,12 +206,29 @@ def whitebox_rows(defended: DefendedModel, specs: list[tuple[str, Any]], x: torc
     return rows
 
 
+def apgd_covered_by(whitebox: list[tuple[str, Any]], adaptive: AdaptiveParams, *,
+                    randomized: bool) -> str | None:
+    """The white-box AutoAttack ``standard`` row (``rand`` against a randomized defense) that
+    already runs the adaptive set's APGD sub-attacks on its images, at its budget and with at least
+    its iterations, or None: AutoAttack's first sub-attacks are then the same runs."""
+    runs = {"apgd-ce", "apgd-dlr"} if randomized else {"apgd-ce", "apgd-t"}
+    if not randomized and not set(adaptive.autoattack) <= runs:
+        return None
+    for name, spec in whitebox:
+        if (spec.kind == "autoattack" and spec.version == "standard" and spec.norm == adaptive.norm
+                and spec.eps == adaptive.eps and (spec.n is None or spec.n >= adaptive.n)
+                and (spec.n_iter or AUTOATTACK_ITERATIONS) >= adaptive.apgd_iterations):
+            return name
+    return None
+
+
 def adaptive_rows(defended: DefendedModel, adaptive: AdaptiveParams, x: torch.Tensor,
-                  y: torch.Tensor, *, num_classes: int, scoring: Scoring,
-                  seed: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+                  y: torch.Tensor, *, num_classes: int, scoring: Scoring, seed: int,
+                  apgd_covered_by: str | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The adaptive set (BPDA, EOT) on ``x``: PGD with the most steps and restarts, keeping each
-    image's best iterate, and AutoAttack's APGD sub-attacks; and the convergence probe, the PGD
-    run's accuracy after every listed step count (first restart) and restart count (all steps)."""
+    image's best iterate, and AutoAttack's APGD sub-attacks unless the white-box row
+    ``apgd_covered_by`` runs them already; and the convergence probe, the PGD run's accuracy after
+    every listed step count (first restart) and restart count (all steps)."""
     steps, restarts = adaptive.steps[-1], adaptive.restarts[-1]
     pgd = PgdSpec(kind="pgd", eps=adaptive.eps, norm=adaptive.norm, step_size=adaptive.step_size,
                   steps=steps, restarts=restarts, threat_models=["whitebox"])
@@ -227,6 +248,9 @@ def adaptive_rows(defended: DefendedModel, adaptive: AdaptiveParams, x: torch.Te
         "attack": rows[0]["attack"], "n": len(y), "estimate": f"{scoring.eot_samples} attack draw(s)",
         "steps": [{"steps": s, **_probe_point(at_step[s])} for s in adaptive.steps],
         "restarts": [{"restarts": r, **_probe_point(restart_trace[r - 1])} for r in adaptive.restarts]}
+    if apgd_covered_by is not None:
+        convergence["apgd_covered_by"] = apgd_covered_by
+        return rows, convergence
     subattacks = (["apgd-ce", "apgd-dlr"] if defended.randomized else adaptive.autoattack)
     aa = AutoAttackSpec(kind="autoattack", eps=adaptive.eps, norm=adaptive.norm, version="custom",
                         attacks=subattacks, n_iter=adaptive.apgd_iterations, threat_models=["whitebox"])

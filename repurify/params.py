@@ -17,6 +17,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from repurify.attack_specs import (
+    AUTOATTACK_ITERATIONS,
     AttackSpec,
     AutoAttackSpec,
     BimSpec,
@@ -121,7 +122,7 @@ class AdaptiveParams(Strict):
     steps: list[int] = Field(default=[25, 50, 100, 200], min_length=2)
     restarts: list[int] = Field(default=[1, 5, 10], min_length=2)
     autoattack: list[Literal["apgd-ce", "apgd-dlr", "apgd-t"]] = ["apgd-ce", "apgd-t"]
-    apgd_iterations: int = Field(default=100, gt=0)  # AutoAttack's 100
+    apgd_iterations: int = Field(default=AUTOATTACK_ITERATIONS, gt=0)
 
     _step_ok = field_validator("step_size")(step_within_budget)
     _increasing = field_validator("steps", "restarts")(strictly_increasing)

@@ -12,14 +12,16 @@ from typing import Any
 import torch
 from torch import nn
 
+from repurify.attacks.base import draw_chunks
 from repurify.stats import standard_error
 
 
 def predictions(model: nn.Module, x: torch.Tensor, *, draws: int, batch_size: int) -> torch.Tensor:
     """Predicted labels of ``draws`` fresh forward passes (CPU, shape ``draws x N``)."""
     with torch.no_grad():
-        return torch.stack([torch.cat([model(x[i:i + batch_size]).argmax(1).cpu()
-                                       for i in range(0, len(x), batch_size)]) for _ in range(draws)])
+        batches = (x[i:i + batch_size] for i in range(0, len(x), batch_size))
+        return torch.cat([torch.cat([c.argmax(-1).cpu() for c in draw_chunks(model, xb, draws)])
+                          for xb in batches], dim=1)
 
 
 def correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, draws: int,

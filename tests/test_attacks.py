@@ -9,7 +9,16 @@ import torch
 from torch import nn
 
 from repurify.attacks import AttackValidityError, Goal, check_adversarial, run_attack
-from repurify.attacks.base import choose_targets, perturbation_norm, project, random_start
+from repurify.attacks.base import (
+    STACKED_VALUES,
+    choose_targets,
+    draw_logits,
+    draws_per_call,
+    input_gradient,
+    perturbation_norm,
+    project,
+    random_start,
+)
 from repurify.attacks.cw import cw_l2
 from repurify.attacks.gradient import bim, fgsm, mifgsm, pgd
 from repurify.data import load_split
@@ -272,3 +281,38 @@ def test_autoattack_notes_hold_the_packages_warnings_only(setup, sigma: float) -
                attacks=["apgd-ce"], seed=0, n_iter=2, notes=notes)
     assert not any("deterministic" in n for n in notes)
     assert any("randomized" in n for n in notes) == (sigma > 0)
+
+
+class _Counting(nn.Module):
+    """A fixed linear classifier that counts its calls and may declare ``independent_rows``."""
+
+    def __init__(self, independent_rows: bool) -> None:
+        super().__init__()
+        self.linear = nn.Linear(16, 3)
+        self.independent_rows, self.calls = independent_rows, []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls.append(len(x))
+        return self.linear(x.flatten(1))
+
+
+def test_eot_stacks_the_draws_of_a_row_independent_model_into_one_call() -> None:
+    torch.manual_seed(0)
+    x, y = torch.rand(5, 1, 4, 4), torch.tensor([0, 1, 2, 0, 1])
+    looped, stacked = _Counting(False), _Counting(True)
+    stacked.load_state_dict(looped.state_dict())
+    grad_loop, logits_loop = input_gradient(looped, x, Goal(y), samples=20)
+    grad_stack, logits_stack = input_gradient(stacked, x, Goal(y), samples=20)
+    assert looped.calls == [5] * 20 and stacked.calls == [100]
+    assert logits_stack.shape == logits_loop.shape == (20, 5, 3)
+    torch.testing.assert_close(logits_stack, logits_loop)
+    torch.testing.assert_close(grad_stack, grad_loop)  # the mean of the 20 draws' gradients
+    assert torch.equal(draw_logits(stacked, x, 20), logits_stack)
+
+
+def test_stacked_draws_stay_within_the_value_budget() -> None:
+    model = _Counting(True)
+    x = torch.rand(4, 1, 4, 4)
+    assert draws_per_call(model, x, 20) == min(20, STACKED_VALUES // x.numel())
+    assert draws_per_call(model, torch.rand(2, 1, 1024, 1024), 20) == 1  # a single copy exceeds it
+    assert draws_per_call(_Counting(False), x, 20) == draws_per_call(model, x, 1) == 1

@@ -10,12 +10,14 @@ from pathlib import Path
 import pytest
 import yaml
 
+from repurify.params import load_params
 from workflow.dag import active_profile, main, render_dvc, stages, stale
 from workflow.imports import closure
 
 ROOT = Path(__file__).resolve().parent.parent
 PROFILE, PROF = active_profile()  # params.yaml's profile, which `dvc` interpolates
 STAGES = stages(PROF)
+FULL = stages(load_params(ROOT / "params.yaml", profile="digits_full").active)  # transfer, ablation
 
 
 def test_committed_dvc_yaml_and_slurm_profile_are_fresh() -> None:
@@ -117,9 +119,11 @@ def test_slurm_profile_resolves_from_repo_root() -> None:
 
 def test_editing_oag_reruns_only_what_runs_oag() -> None:
     """A stage's code is its import closure plus the defenses it runs: an edit of oag.py reruns
-    OAG's own stages, the experiments with OAG variants and, downstream, the report."""
-    assert stale(STAGES, files=("repurify/defenses/oag.py",)) == [
+    OAG's own stages, the experiments with OAG variants (digits_full's) and, downstream, the report."""
+    assert stale(FULL, files=("repurify/defenses/oag.py",)) == [
         "calibrate_oag", "evaluate_oag", "check_oag", "transfer", "ablation", "report"]
+    assert stale(STAGES, files=("repurify/defenses/oag.py",)) == [
+        "calibrate_oag", "evaluate_oag", "check_oag", "report"]
     assert stale(STAGES, files=("repurify/defenses/jpeg.py",)) == ["evaluate_jpeg", "check_jpeg", "report"]
     assert "repurify/defenses/oag.py" not in next(s for s in STAGES if s.name == "evaluate_hgd").code_files()
 
@@ -132,8 +136,10 @@ def test_a_dataset_loader_is_code_of_the_fetch_that_runs_it_only() -> None:
 
 
 def test_one_hgd_param_reruns_only_hgd_and_what_uses_it() -> None:
-    assert stale(STAGES, params=("defenses.hgd.widths",)) == [
+    assert stale(FULL, params=("defenses.hgd.widths",)) == [
         "train_defense_hgd", "evaluate_hgd", "check_hgd", "transfer", "report"]
+    assert stale(STAGES, params=("defenses.hgd.widths",)) == [
+        "train_defense_hgd", "evaluate_hgd", "check_hgd", "report"]
     assert stale(STAGES, params=("defenses.jpeg.quality",)) == ["evaluate_jpeg", "check_jpeg", "report"]
 
 

@@ -14,8 +14,9 @@ from repurify.blackbox import jacobian_augment, train_papernot_substitute
 from repurify.data import load_split
 from repurify.defenses import DefendedModel, Identity, Purifier
 from repurify.errors import ParamsError
-from repurify.evaluation import Scoring, limited, load_eval_data, whitebox_rows
+from repurify.evaluation import Scoring, apgd_covered_by, limited, load_eval_data, whitebox_rows
 from repurify.params import (
+    AdaptiveParams,
     AutoAttackSpec,
     ClassifierParams,
     EvaluationLimit,
@@ -224,3 +225,18 @@ def test_whitebox_limits_and_autoattack_rand_for_randomized(monkeypatch: pytest.
                          scoring=Scoring.of(plain, 8, eot_samples=4, draws=5))
     assert calls == [("pgd", None, 1, 2), ("autoattack", "standard", 1, 3)]
     assert {r["draws"] for r in rows} == {1} and set(rows[0]["correct"]) <= {0.0, 1.0}
+
+
+def test_the_adaptive_apgd_is_skipped_only_where_autoattack_standard_runs_it_already() -> None:
+    adaptive = AdaptiveParams(n=100, eps=0.1, step_size=0.01)
+    aa = AutoAttackSpec(kind="autoattack", eps=0.1, n=100)
+    other = [("pgd", PgdSpec(kind="pgd", eps=0.1, step_size=0.01, steps=20))]
+    assert apgd_covered_by([*other, ("aa", aa)], adaptive, randomized=False) == "aa"
+    assert apgd_covered_by([*other, ("aa", aa)], adaptive, randomized=True) == "aa"  # its rand version
+    assert apgd_covered_by(other, adaptive, randomized=False) is None
+    for update in ({"n": 50}, {"eps": 0.05}, {"n_iter": 50}):
+        assert apgd_covered_by([("aa", aa.model_copy(update=update))], adaptive, randomized=False) is None
+    custom = AutoAttackSpec(kind="autoattack", eps=0.1, version="custom", attacks=["apgd-ce"])
+    assert apgd_covered_by([("aa", custom)], adaptive, randomized=False) is None
+    dlr = adaptive.model_copy(update={"autoattack": ["apgd-ce", "apgd-dlr"]})
+    assert apgd_covered_by([("aa", aa)], dlr, randomized=False) is None  # standard runs no APGD-DLR

@@ -114,7 +114,7 @@ def test_yaml_exponent_floats_are_numbers(tmp_path: Path) -> None:
         ("profiles.digits.defenses.gcln.q", "10/0", "division by zero"),
         ("profiles.digits.defenses.gcln.lam", 1.5, "less than or equal to 1"),
         ("profiles.digits.defenses.gcln.vgg_layer", "relu9_9", "'relu1_2'"),
-        ("profiles.digits.ablation.attacks", ["pgd", "nope"], "not keys of attacks"),
+        ("profiles.digits_full.ablation.attacks", ["pgd", "nope"], "not keys of attacks"),
         ("profiles.digits.defenses.oag.kernel", 4, "kernel must be odd"),
         ("profiles.digits.defenses.oag.generator", "gan", "'alternate' or 'autoencoder'"),
         ("profiles.digits.defenses.oag.calibration.eps_g", [], "at least 1 item"),
@@ -122,7 +122,7 @@ def test_yaml_exponent_floats_are_numbers(tmp_path: Path) -> None:
         ("profiles.digits.evaluation.limits", {"oga": {"n": 3}}, "not a defense slot"),
         ("profiles.digits.evaluation.limits", {"oag": {"whitebox_attacks": ["nope"]}},
          "not keys of attacks"),
-        ("profiles.digits.ablation.n", 5000, "exceeds evaluation.n"),
+        ("profiles.digits_full.ablation.n", 5000, "exceeds evaluation.n"),
         ("profiles.digits.evaluation.checks.attack", "fgsm", "must name a pgd or bim entry"),
         ("profiles.digits.evaluation.checks.eps", [0.1, 0.05], "must increase strictly"),
         ("profiles.digits.evaluation.adaptive.n", 5000, "evaluation.adaptive.n: 5000 exceeds evaluation.n"),
@@ -152,7 +152,7 @@ def test_yaml_exponent_floats_are_numbers(tmp_path: Path) -> None:
         ("profiles.digits.defenses.advae.pgd.eps", 1.2, "1.2 exceeds 1"),
         ("profiles.digits.attacks.pgd", {"kind": "pgd", "norm": "l2", "eps": 17, "step_size": 1, "steps": 5},
          "17 exceeds 16, the largest l2 distance between images in [0, 1] (sqrt(256)"),
-        ("profiles.digits.ablation.noise_attack", "pgdd", "'pgdd' is not a key of attacks"),
+        ("profiles.digits_full.ablation.noise_attack", "pgdd", "'pgdd' is not a key of attacks"),
         ("profiles.digits.classifiers.target.arch", "vit_h14", "unknown architecture"),
         ("profiles.digits.classifiers.target.optimizer", "lion", "'sgd' or 'adam'"),
         ("seed", -1, "greater than or equal to 0"),
@@ -201,19 +201,20 @@ def test_experiments_name_slots_of_the_kind_they_run(raw: dict[str, Any]) -> Non
 
 
 def test_ablation_variants_are_validated_as_their_slot(raw: dict[str, Any]) -> None:
-    good = load_params(ROOT / "params.yaml", profile="digits").active
+    good = load_params(ROOT / "params.yaml", profile="digits_full").active
+    assert good.ablation.variants
     for v in good.ablation.variants:
         assert v.spec(good.defenses[v.defense]).kind == v.defense
-    bad = _set(raw, "profiles.digits.ablation.variants",
+    bad = _set(raw, "profiles.digits_full.ablation.variants",
                [{"name": "a", "defense": "gcln", "set": {"q": -1.0}}])
-    with pytest.raises(ParamsError, match=r"profiles\.digits\.ablation\.variants\.0\.set: q: Input "
+    with pytest.raises(ParamsError, match=r"profiles\.digits_full\.ablation\.variants\.0\.set: q: Input "
                                           r"should be greater than 0"):
         validate_params(bad)
-    typo = _set(raw, "profiles.digits.ablation.variants",
+    typo = _set(raw, "profiles.digits_full.ablation.variants",
                 [{"name": "a", "defense": "egcfl", "set": {"feedbak": False}}])
     with pytest.raises(ParamsError, match=r"ablation\.variants\.0\.set: feedbak: Extra inputs"):
         validate_params(typo)
-    twice = _set(raw, "profiles.digits.ablation.variants",
+    twice = _set(raw, "profiles.digits_full.ablation.variants",
                  [{"name": "a", "defense": "gcln", "set": {"q": 0.1}}] * 2)
     with pytest.raises(ParamsError, match=r"names \['a'\] are used twice"):
         validate_params(twice)

@@ -1,6 +1,7 @@
 """Every registered purifier, the way timm's tests loop over ``list_models()``: its example spec
 builds, keeps the image shape and the [0,1] range, declares honestly whether it is differentiable
-and randomized, survives a checkpoint (or calibration) round trip and repeats for a seed. The
+and randomized (and, where it declares ``independent_rows``, that copies of one image in one batch
+draw apart), survives a checkpoint (or calibration) round trip and repeats for a seed. The
 known-answer purifiers, dishonest by construction, must fail the declaration checks they were
 built to fail."""
 
@@ -64,7 +65,29 @@ def declaration_problems(entry: PurifierDef) -> list[str]:
     if differ != entry.randomized:
         problems.append(f"declared randomized={entry.randomized}, but two calls "
                         f"{'differ' if differ else 'agree'}")
+    if entry.independent_rows:
+        with torch.no_grad():
+            copies = purifier(x[:1].expand(4, *SHAPE).contiguous())
+        if any(torch.equal(copies[i], copies[j]) for i in range(4) for j in range(i)):
+            problems.append("declared independent_rows, but copies of one image in one batch agree")
     return problems
+
+
+class _SharedNoise(Purifier):
+    """Randomized with one draw per call, shared by every row, yet declaring independent rows."""
+
+    randomized = True
+    independent_rows = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x + 0.1 * torch.randn(1, *x.shape[1:])).clamp(0, 1)
+
+
+def test_a_shared_draw_declared_row_by_row_is_caught() -> None:
+    entry = PurifierDef(kind="shared_noise", spec=get("none").spec, purifier=_SharedNoise,
+                        build=lambda spec, ctx: _SharedNoise(), example={"kind": "none"})
+    assert declaration_problems(entry) == [
+        "declared independent_rows, but copies of one image in one batch agree"]
 
 
 @pytest.mark.parametrize("kind", KINDS)

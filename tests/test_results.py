@@ -21,6 +21,14 @@ def test_committed_digits_results_match_the_lock() -> None:
     assert provenance["profile"] == "digits" and provenance["commit"] and provenance["device"]
 
 
+def test_the_archived_complete_study_matches_the_lock_it_keeps() -> None:
+    """results/digits_full: the complete study, run when its params were named digits, checked
+    against its own dvc.lock."""
+    folder = ROOT / "results" / "digits_full"
+    assert differences("digits", folder, lock=folder / "dvc.lock") == []
+    assert differences("digits", folder) != []  # the committed lock is the quick study's
+
+
 def _lock(tmp_path: Path, files: dict[str, bytes]) -> Path:
     outs = [{"path": f"reports/p/{rel}", "hash": "md5", "md5": hashlib.md5(data).hexdigest(),
              "size": len(data)} for rel, data in files.items()]

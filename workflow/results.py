@@ -5,6 +5,9 @@ records them, with where they came from in ``provenance.json``.
     python -m workflow.results --profile digits          # copy reports/digits/ after `dvc repro`
     python -m workflow.results --profile digits --check  # exit 1 where results/ and dvc.lock differ
 
+An archived run (``results/digits_full/``: the complete study, run under its former name) keeps the
+``dvc.lock`` that recorded it beside its files.
+
 Copying refuses a file that differs from ``dvc.lock`` (exit 2): rerun the stage first.
 """
 
@@ -26,6 +29,7 @@ from workflow.imports import ROOT
 from workflow.machine import cpu_name
 
 PROVENANCE = "provenance.json"
+LOCK = "dvc.lock"  # an archived run keeps the lock that recorded it beside its files
 
 
 def recorded(profile: str, lock: Path = ROOT / "dvc.lock") -> dict[str, str]:
@@ -54,7 +58,7 @@ def differences(profile: str, results: Path, lock: Path = ROOT / "dvc.lock") -> 
         return [f"{lock.name} records no output under reports/{profile}/: is it the {profile} run?"]
     extra = {p.relative_to(results).as_posix() for p in results.rglob("*") if p.is_file()}
     return _stale(want, results) + [f"{rel}: not an output dvc.lock records"
-                                    for rel in sorted(extra - set(want) - {PROVENANCE})]
+                                    for rel in sorted(extra - set(want) - {PROVENANCE, LOCK})]
 
 
 def _provenance(profile: str) -> dict[str, object]:

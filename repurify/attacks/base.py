@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -88,6 +89,27 @@ def random_start(x: torch.Tensor, norm: Norm, eps: float, gen: torch.Generator) 
     return d * (eps * r).view(-1, *([1] * (x.ndim - 1)))
 
 
+STACKED_VALUES = 2**20  # ours: the input values one call of stacked draws may hold (4 MB in float32)
+
+
+def draws_per_call(model: nn.Module, x: torch.Tensor, samples: int) -> int:
+    """How many of ``samples`` draws of ``x`` one forward pass takes: one, or, for a model that
+    draws its randomness row by row (``independent_rows``), as many as fit ``STACKED_VALUES``
+    input values (at least one)."""
+    if samples == 1 or not getattr(model, "independent_rows", False) or not len(x):
+        return 1
+    return max(1, min(samples, STACKED_VALUES // x.numel()))
+
+
+def draw_chunks(model: nn.Module, x: torch.Tensor, samples: int) -> Iterator[torch.Tensor]:
+    """The logits of ``samples`` draws of ``x``, ``k`` stacked draws a call (shape k x N x C)."""
+    per_call = draws_per_call(model, x, samples)
+    for start in range(0, samples, per_call):
+        k = min(per_call, samples - start)
+        logits = model(x if k == 1 else x.repeat(k, *([1] * (x.ndim - 1))))
+        yield logits.view(k, len(x), *logits.shape[1:])
+
+
 def input_gradient(model: nn.Module, x: torch.Tensor, goal: Goal,
                    samples: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     """EOT gradient: the mean over ``samples`` draws of each draw's loss gradient w.r.t. ``x``
@@ -95,19 +117,18 @@ def input_gradient(model: nn.Module, x: torch.Tensor, goal: Goal,
     (shape ``samples x N x C``)."""
     x = x.detach().requires_grad_(True)
     grad, draws = torch.zeros_like(x), []
-    for _ in range(samples):
-        logits = model(x)
-        loss = goal.loss(logits).sum()
+    for logits in draw_chunks(model, x, samples):
+        loss = sum(goal.loss(drawn).sum() for drawn in logits)
         if loss.requires_grad:  # else the model cut the graph (a detached purifier): gradient 0
             grad += torch.autograd.grad(loss, x)[0] / samples
         draws.append(logits.detach())
-    return grad, torch.stack(draws)
+    return grad, torch.cat(draws)
 
 
 def draw_logits(model: nn.Module, x: torch.Tensor, samples: int) -> torch.Tensor:
     """``samples`` forward passes without gradients: logits of shape ``samples x N x C``."""
     with torch.no_grad():
-        return torch.stack([model(x) for _ in range(samples)])
+        return torch.cat(list(draw_chunks(model, x, samples)))
 
 
 def perturbation_norm(x: torch.Tensor, x_adv: torch.Tensor, norm: Norm) -> torch.Tensor:

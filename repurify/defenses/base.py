@@ -66,6 +66,9 @@ class Purifier(nn.Module):
     # its paper attacked it white-box with autograd's gradients at the non-differentiable layers:
     # evaluation adds that protocol's rows beside the adaptive (BPDA) ones
     autograd_protocol: bool = False
+    # randomized, and every batch row gets its own draw: EOT and scoring then stack several draws
+    # of the same images into one call (the registry's tests check the declaration)
+    independent_rows: bool = False
 
 
 class Identity(Purifier):
@@ -88,6 +91,10 @@ class DefendedModel(nn.Module):
     @property
     def randomized(self) -> bool:
         return self.purifier.randomized
+
+    @property
+    def independent_rows(self) -> bool:
+        return self.purifier.independent_rows
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.purifier(x))

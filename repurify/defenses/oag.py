@@ -250,6 +250,7 @@ class OAG(Purifier):
 
     differentiable = False
     randomized = True
+    independent_rows = True  # every image its own seed: its own networks and noise
 
     def __init__(self, settings: Settings, seed: int, batch_size: int) -> None:
         super().__init__()

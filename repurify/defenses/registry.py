@@ -71,6 +71,10 @@ class PurifierDef:
     def randomized(self) -> bool:
         return self.purifier.randomized
 
+    @property
+    def independent_rows(self) -> bool:
+        return self.purifier.independent_rows
+
 
 @cache
 def registry() -> dict[str, PurifierDef]:

@@ -45,6 +45,7 @@ class RandomNoise(Purifier):
     """Gaussian noise from the purifier's own seeded generator, clipped to [0,1]: randomized."""
 
     randomized = True
+    independent_rows = True  # noise drawn per pixel of every row
 
     def __init__(self, sigma: float, seed: int) -> None:
         super().__init__()
