@@ -36,8 +36,8 @@ def test_variant_replaces_the_classifiers_or_the_guide() -> None:
     assert label(["X"]) == "X" and label(["X", "A", "B"]) == "{X,A,B}"
 
 
-def test_digits_grid_is_advae_table_3_and_hgd_table_4() -> None:
-    tr = load_params(ROOT / "params.yaml", profile="digits").active.transfer
+def test_digits_full_grid_is_advae_table_3_and_hgd_table_4() -> None:
+    tr = load_params(ROOT / "params.yaml", profile="digits_full").active.transfer
     assert {k: z.arch for k, z in tr.zoo.items()} == {"X": "mnist_x", "A": "mnist_a", "B": "mnist_b",
                                                       "C": "mnist_c", "D": "mnist_d"}
     cells = [(e.defense, e.trained_on, e.evaluated_on) for e in tr.grid]
@@ -71,20 +71,20 @@ def test_digits_grid_is_advae_table_3_and_hgd_table_4() -> None:
 )
 def test_bad_grid_entries_name_the_key(raw: dict[str, Any], entry: dict, message: str) -> None:
     bad = copy.deepcopy(raw)
-    bad["profiles"]["digits"]["transfer"]["grid"] = [entry]
+    bad["profiles"]["digits_full"]["transfer"]["grid"] = [entry]
     with pytest.raises(ParamsError) as err:
         validate_params(bad)
-    assert "profiles.digits.transfer" in str(err.value) and message in str(err.value)
+    assert "profiles.digits_full.transfer" in str(err.value) and message in str(err.value)
 
 
 def test_zoo_may_not_shadow_a_role_and_attacks_must_exist(raw: dict[str, Any]) -> None:
     bad = copy.deepcopy(raw)
-    tr = bad["profiles"]["digits"]["transfer"]
+    tr = bad["profiles"]["digits_full"]["transfer"]
     tr["zoo"]["target"] = tr["zoo"]["X"]
     with pytest.raises(ParamsError, match=r"transfer\.zoo: \['target'\] would shadow"):
         validate_params(bad)
     bad = copy.deepcopy(raw)
-    bad["profiles"]["digits"]["transfer"]["attacks"] = ["pgd", "deepfool"]
+    bad["profiles"]["digits_full"]["transfer"]["attacks"] = ["pgd", "deepfool"]
     with pytest.raises(ParamsError, match=r"transfer\.attacks: \['deepfool'\] are not keys"):
         validate_params(bad)
 
