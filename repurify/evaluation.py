@@ -211,9 +211,8 @@ def apgd_covered_by(whitebox: list[tuple[str, Any]], adaptive: AdaptiveParams, *
     """The white-box AutoAttack ``standard`` row (``rand`` against a randomized defense) that
     already runs the adaptive set's APGD sub-attacks on its images, at its budget and with at least
     its iterations, or None: AutoAttack's first sub-attacks are then the same runs."""
-    runs = {"apgd-ce", "apgd-dlr"} if randomized else {"apgd-ce", "apgd-t"}
-    if not randomized and not set(adaptive.autoattack) <= runs:
-        return None
+    if not randomized and not set(adaptive.autoattack) <= {"apgd-ce", "apgd-t"}:
+        return None  # randomized: APGD-CE and APGD-DLR, AutoAttack rand's own two
     for name, spec in whitebox:
         if (spec.kind == "autoattack" and spec.version == "standard" and spec.norm == adaptive.norm
                 and spec.eps == adaptive.eps and (spec.n is None or spec.n >= adaptive.n)
