@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from benchmarks.attacks import attack_overhead, pgd_vs_reference
+from benchmarks.eot import eot_stacking
 from benchmarks.oag import oag_batching
 from benchmarks.pipeline import install, pipeline, recorded
 from repurify import paths
@@ -28,6 +29,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 GPU = HERE / "gpu.json"  # the last GPU run (benchmarks/device.sh), rendered as the "GPU" section
 EDITED = ("repurify/defenses/oag.py",)  # files whose edit the rerun figure follows
+EOT_IMAGES = 10  # ours: digits' OAG adaptive set (evaluation.limits.oag.n)
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -38,7 +40,7 @@ def markdown(results: dict[str, Any]) -> str:
         f"Machine: {m['cpu_cores']} cores, {m['torch_threads']} torch threads, torch {m['torch']}, "
         f"device {m['device']}{' (' + m['gpu'] + ')' if m['gpu'] else ''}.", "",
         "| figure | value | goal |", "|---|---|---|",
-        *_suite_rows(a, r, o),
+        *_suite_rows(a, r, o), *_eot_rows(results.get("eot_stacking")),
         *(f"| stages an edit of `{f}` reruns (the stage table's code dependencies) | "
           f"{', '.join(names)} | that defense's stages, its variants' experiments and the report |"
           for f, names in results.get("edit_reruns", {}).items()),
@@ -66,6 +68,14 @@ def _suite_rows(a: dict[str, Any], r: dict[str, Any], o: dict[str, Any]) -> list
         f">= {o['goal_speedup']:g}x |"]
 
 
+def _eot_rows(e: dict[str, Any] | None) -> list[str]:
+    if e is None:
+        return []
+    return [f"| EOT-{e['samples']} gradient through OAG + target, draws stacked / one draw a call "
+            f"({e['images']} images, T_N {e['network_steps']}) | {e['speedup']:.2f}x "
+            f"({e['seconds_stacked']:.3f} vs {e['seconds_looped']:.3f} s) | > 1x (ours) |"]
+
+
 def _pipeline_lines(p: dict[str, Any]) -> list[str]:
     if "skipped" in p:
         return [f"| pipeline | not run: {p['skipped']} | |"]
@@ -78,14 +88,26 @@ def _pipeline_lines(p: dict[str, Any]) -> list[str]:
              f"| repeated `dvc repro`, nothing changed | {p['seconds_noop']:.1f} s (the first in the "
              f"copied tree {p['seconds_noop_first']:.1f} s; reran {p['noop_reran'] or 'nothing'}) | "
              f"<= {p['goal_seconds_noop']:g} s |",
+             *([f"| `snakemake -n`, nothing to do | {p['seconds_snakemake_dry_run']:.1f} s | "
+                f"<= {p['goal_seconds_snakemake_dry_run']:g} s |"]
+               if "seconds_snakemake_dry_run" in p else []),
              f"| `dvc repro` after {c['key']}: {c['from']} -> {c['to']} | reran {', '.join(c['reran'])} "
              f"({c['seconds'] / 60:.1f} min) | that defense's stages and the report |",
              f"| peak resident memory, largest stage | {p['peak_rss_mib_max']:.0f} MiB | "
              f"<= {p['goal_peak_rss_mib']} MiB each |"]
     lines += [f"| &nbsp; all `{g['kind']}` stages ({g['stages']}) | {g['seconds'] / 60:.1f} min "
-              f"({100 * g['share']:.0f}% of the run) | |" for g in p["groups"]]
-    return lines + [f"| &nbsp; `{name}` | {s['seconds']:.1f} s, {s['peak_rss_mib']:.0f} MiB | |"
+              f"({100 * g['share']:.0f}% of the run){_bound(g)} | |" for g in p["groups"]]
+    return lines + [f"| &nbsp; `{name}` | {s['seconds']:.1f} s, {s['peak_rss_mib']:.0f} MiB{_bound(s)} | |"
                     for name, s in p["stages"].items()]
+
+
+def _bound(fig: dict[str, Any]) -> str:
+    """The compute bound beside a measured time (``repurify.passes``), where one was timed."""
+    if "bound_seconds" not in fig:
+        return ""
+    b = fig["bound_seconds"]
+    return (f"; compute bound {b:.1f} s, {fig['seconds'] / b:.1f}x" if b > 0 else
+            "; no network pass counted")
 
 
 def gpu_lines(path: Path) -> list[str]:
@@ -135,7 +157,8 @@ def _claims_lines(c: dict) -> list[str]:
 def _install_lines(i: dict[str, Any]) -> list[str]:
     if "skipped" in i:
         return [f"| fresh install (`--install`) | not run: {i['skipped']} | |"]
-    return [f"| fresh virtual environment from {i['lock']} | {i['seconds'] / 60:.1f} min | |"]
+    return [f"| fresh virtual environment from {i['lock']} | {i['seconds'] / 60:.1f} min | "
+            f"<= {i.get('goal_seconds', 180) / 60:g} min |"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -182,6 +205,9 @@ def main(argv: list[str] | None = None) -> int:
                "pgd_vs_reference": pgd_vs_reference(target, x, y, **budget),
                "oag_batching": oag_batching(prof.defenses["oag"], shape, batch=args.batch,
                                             network_steps=args.network_steps, device=device),
+               "eot_stacking": eot_stacking(prof.defenses["oag"], target, x[:EOT_IMAGES], y[:EOT_IMAGES],
+                                            samples=prof.evaluation.eot_samples,
+                                            network_steps=args.network_steps),
                "edit_reruns": {f: stale(stages(prof), files=(f,)) for f in EDITED}}
     key, value = args.change.split("=", 1)
     change = (key, yaml.safe_load(value))

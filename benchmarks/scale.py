@@ -22,11 +22,13 @@ Nothing here is measured; every figure is an estimate from counting (ours throug
   one forward+backward batch of digits' target (batch 256), and where OAG purifies, T_N x (T_I +
   1) times the measured time of one batched energy-network pass (digits, batch 64) over OAG's
   batch. OAG's grouped convolutions may run below R at 224 px, which nothing here measured.
-* Host memory: interpreter, torch and CUDA runtime (2 GiB), the whole ``dataset.pt``
-  (uint8 N x C x H x W plus int64 labels; ``torch.load`` reads it all), and the float32 copies
-  the stage makes (``to_unit`` of the training images; HGD's training copies, each with its clean
-  twin; EGC-FL's and GCLN's PGD examples; the cached attacks), and ``fetch_data``'s float64 copy
-  of the training images for the channel statistics.
+* Host memory: interpreter, torch and CUDA runtime (2 GiB), and the float32 copies the stage
+  makes (``to_unit`` of the training images; EGC-FL's and GCLN's PGD examples; the cached
+  attacks). HGD's adversarial training copies go to a disk-backed map under ``$TMPDIR`` (its
+  pages reclaimable): scratch disk, not memory (the tables' "scratch disk"). ``dataset.pt`` is
+  memory-mapped (its pages are the file's, read on demand and reclaimable), so only
+  ``fetch_data``, which builds it, holds it (uint8 N x C x H x W plus int64 labels), with one
+  float64 chunk of ``channel_stats``.
 * Resources: run time 2x the estimate rounded up to 10 minutes, at least 10; memory 1.5x the
   estimate rounded up to a GiB, at least 4 GiB.
 """
@@ -45,6 +47,7 @@ import torch
 import yaml
 from torch.utils.flop_counter import FlopCounterMode
 
+from repurify.data.store import STATS_CHUNK
 from repurify.defenses import get
 from repurify.defenses.hgd import DUNET
 from repurify.defenses.oag import OagSpec, settings, synthesize
@@ -454,14 +457,14 @@ class Scale:
         cache = {role: sum(self.images(a, ev.n) for _, a in self.attacks(t)) * floats
                  for role, t in (("target", "oblivious"), ("substitute", "blackbox"))}
         extra = max(map(self.fit_bytes, self.trained(kind, slot)), default=0)
-        stage_bytes = {"fetch_data": 2 * train,  # float64 training images (channel_stats)
+        stage_bytes = {"fetch_data": self.dataset_bytes() + STATS_CHUNK * 8 * self.pixels,
                        "generate_attacks": evaluated + max(cache.values()),
                        "evaluate": evaluated + sum(cache.values()),
                        "check": evaluated + cache["target"],
                        "train_defense": train, "calibrate": train,
                        "transfer": train + self.n_test * floats,
                        "ablation": train + evaluated + cache["target"]}.get(kind, 0)
-        return BASE_BYTES + self.dataset_bytes() + stage_bytes + extra
+        return BASE_BYTES + stage_bytes + extra
 
     def trained(self, kind: str, slot: str) -> list[Any]:
         """The specs of the defenses a stage trains."""
@@ -476,12 +479,17 @@ class Scale:
             return [s for s in specs if s.kind != "oag"]
         return []
 
+    def scratch_bytes(self, stage: Stage) -> float:
+        """The disk-backed HGD training copies (training and validation) a stage writes."""
+        kind, slot = stage.module or stage.name, stage.args[1] if stage.args else ""
+        return max((len(hgd_recipes(sp)) * min(self.n_train, sp.training.train_limit or self.n_train)
+                    * 4 * self.pixels for sp in self.trained(kind, slot) if sp.kind == "hgd"), default=0)
+
     def fit_bytes(self, spec: Any) -> float:
         """The float32 sets a defense's training holds beside the training images."""
         t = spec.training
         n = min(self.n_train, t.train_limit or self.n_train) * 4 * self.pixels
-        if spec.kind == "hgd":  # each copy: x_adv and its clean twin (x.repeat)
-            return 2 * len(hgd_recipes(spec)) * n
+        # HGD's copies live in a disk-backed map (fitting.disk_tensor), the clean twins are views
         return n if spec.kind in ("egcfl", "gcln") else 0
 
 
@@ -491,6 +499,7 @@ class Estimate:
 
     terms: tuple[Term, ...]
     host_bytes: float
+    scratch_bytes: float = 0.0
 
     @property
     def hours(self) -> float:
@@ -505,7 +514,7 @@ class Estimate:
 
 def estimate(prof: ProfileParams, stage: Stage) -> Estimate:
     s = Scale(prof)
-    return Estimate(tuple(s.terms(stage)), s.host_bytes(stage))
+    return Estimate(tuple(s.terms(stage)), s.host_bytes(stage), s.scratch_bytes(stage))
 
 
 def request(prof: ProfileParams, stage: Stage) -> dict[str, int]:
@@ -554,7 +563,8 @@ def table(profiles: tuple[str, ...]) -> list[dict[str, Any]]:
                         "largest_hours": max(e.hours for e, _ in v),
                         "mem_gib": max(r["mem_mb"] for _, r in v) / 1024,
                         "runtime_min": max(r["runtime_min"] for _, r in v),
-                        "peak_gib": max(e.host_bytes for e, _ in v) / GIB} for k, v in kinds.items()}})
+                        "peak_gib": max(e.host_bytes for e, _ in v) / GIB,
+                        "scratch_gib": max(e.scratch_bytes for e, _ in v) / GIB} for k, v in kinds.items()}})
     return out
 
 
@@ -579,7 +589,8 @@ def markdown(rows: list[dict[str, Any]]) -> str:
             t = k["runtime_min"]
             out.append(f"| `{r['profile']}` | {kind} ({k['stages']}) | {_hours(k['hours'])} "
                        f"({_hours(k['largest_hours'])}) | {k['mem_gib']:.0f} GiB, "
-                       f"{f'{t / 60:,.0f} h' if t >= 120 else f'{t} min'} | {k['peak_gib']:.1f} GiB |")
+                       f"{f'{t / 60:,.0f} h' if t >= 120 else f'{t} min'} | {k['peak_gib']:.1f} GiB"
+                       f"{f' (+ {g:.0f} GiB scratch disk)' if (g := k['scratch_gib']) >= 0.5 else ''} |")
     checked = cpu_check()
     counted, measured = map(sum, zip(*checked.values(), strict=True))
     ratios = [c / m for c, m in checked.values()]

@@ -29,8 +29,8 @@ def _stage_process(records: Path, module: str, argv: list[str]) -> None:
     try:
         import mlflow  # noqa: F401
     except ImportError:
-        def flush(run: tracking.StageRun, status: str) -> str:
-            run.log_metrics(run.resources())
+        def flush(run: tracking.StageRun, status: str, used: dict[str, float] | None = None) -> str:
+            run.log_metrics(used or run.resources())
             write_json(records / f"{run.label}.json",
                        {"stage": run.stage, "tags": run.tags, "status": status, "rows": len(run.children),
                         "metrics": {k: v for k, v, _, _ in run.metrics}})

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import glob
 import hashlib
-import io
 import json
 import os
 import shutil
@@ -91,24 +90,23 @@ def write_text(path: str | Path, text: str) -> None:
 def save_torch(path: str | Path, obj: Any) -> None:
     """``torch.save`` atomically, byte-identical for equal ``obj``.
 
-    Saving through a buffer keeps the temporary file's random name out of the
-    archive, so equal tensors give equal checksums.
+    Saving through an open file (not its name) keeps the temporary file's random name out of
+    the archive, so equal tensors give equal checksums; nothing is buffered in memory.
     """
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(buf.getvalue())
+    with atomic_path(path) as tmp, tmp.open("wb") as fh:
+        torch.save(obj, fh)
 
 
-def load_torch(path: str | Path, produced_by: str) -> Any:
-    """``torch.load(weights_only=True)`` with an actionable error for missing/corrupt files."""
+def load_torch(path: str | Path, produced_by: str, mmap: bool = False) -> Any:
+    """``torch.load(weights_only=True)`` with an actionable error for missing/corrupt files;
+    ``mmap``: the tensors map the file, and only the pages read come into memory."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: not found; run the `{produced_by}` stage first")
     try:
         with warnings.catch_warnings():  # torch's notes on pickle protocols, for a file we refuse
             warnings.simplefilter("ignore")
-            return torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as exc:  # torch raises several types for truncated/garbled files
         # torch's own text advises loading with weights_only=False, which would run whatever code
         # the file holds: never quote it

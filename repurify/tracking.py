@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from repurify import passes
 from repurify.params import Params
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -187,13 +188,13 @@ class StageRun:
         """Wall time since the process started and peak resident memory, so far."""
         return {"stage.seconds": time.time() - self.started / 1000, "stage.peak_rss_mib": peak_rss_mib()}
 
-    def flush(self, status: str) -> str:
-        """Write the run (with :meth:`resources`) under its pipeline run, and that run's status;
-        returns the stage run's id."""
+    def flush(self, status: str, used: dict[str, float] | None = None) -> str:
+        """Write the run (with ``used``, else :meth:`resources` now) under its pipeline run, and
+        that run's status; returns the stage run's id."""
         from mlflow.entities import Metric, Param, RunTag
         from mlflow.tracking import MlflowClient
 
-        self.log_metrics(self.resources())
+        self.log_metrics(used or self.resources())
         uri = tracking_uri()
         p = self.params
         all_params = {"profile": p.profile, "seed": str(p.seed), "device": p.device,
@@ -245,7 +246,11 @@ def stage_run(stage: str, params: Params, **tags: str) -> Iterator[StageRun]:
         except Exception as exc:  # never hide the stage's own error behind a tracking error
             print(f"warning: could not record the failed run in MLflow: {exc}", file=sys.stderr)
         raise
-    run.flush("FINISHED")
-    used = run.resources()
-    print(f"{run.label}: {used['stage.seconds']:.1f} s, peak resident memory "
+    used, bound = run.resources(), ""
+    if (counted := passes.active()) is not None:  # REPURIFY_PASSES=1: time the bound, after the stage
+        found = passes.metrics(counted)
+        run.log_metrics(found)
+        bound = f", compute bound {found['stage.bound_seconds']:.1f} s"
+    run.flush("FINISHED", used)
+    print(f"{run.label}: {used['stage.seconds']:.1f} s{bound}, peak resident memory "
           f"{used['stage.peak_rss_mib']:.0f} MiB", file=sys.stderr)

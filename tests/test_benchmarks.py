@@ -45,6 +45,9 @@ def test_benchmark_command_writes_every_figure(tmp_path: Path, monkeypatch: pyte
     assert oag["batch"] == 3 and oag["image_shape"] == [1, 16, 16]
     assert oag["speedup"] > 0 and oag["goal_speedup"] == 20
     assert oag["max_abs_difference"] < 1e-4  # the batch computes what the loop computes
+    eot = results["eot_stacking"]
+    assert eot["images"] == 10 and eot["samples"] == 20 and eot["speedup"] > 0
+    assert "draws stacked / one draw a call" in (tmp_path / "results.md").read_text()
     overhead = results["attack_overhead"]
     assert overhead["batch"] == 16 and overhead["steps"] == 5 and overhead["ratio"] > 0
     ref = results["pgd_vs_reference"]
@@ -84,6 +87,19 @@ def test_groups_sum_the_stages_of_each_kind() -> None:
     rows = groups(stages)
     assert rows[0] == {"kind": "evaluate", "stages": 2, "seconds": 80.0, "share": 0.8}
     assert [r["kind"] for r in rows[1:]] == ["fetch_data", "train_defense"]
+    # a kind's compute bound is summed only where every one of its stages timed one
+    stages["evaluate_none"]["bound_seconds"] = 3.0
+    assert "bound_seconds" not in groups(stages)[0]
+    stages["evaluate_hgd"]["bound_seconds"] = 5.0
+    assert groups(stages)[0]["bound_seconds"] == 8.0
+
+
+def test_the_bound_is_shown_beside_the_time_it_bounds() -> None:
+    from benchmarks.__main__ import _bound
+
+    assert _bound({"seconds": 30.0}) == ""
+    assert _bound({"seconds": 30.0, "bound_seconds": 7.5}) == "; compute bound 7.5 s, 4.0x"
+    assert _bound({"seconds": 3.0, "bound_seconds": 0.0}) == "; no network pass counted"
 
 
 def test_median_seconds_alternates_the_functions_after_a_warm_up_round() -> None:

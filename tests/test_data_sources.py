@@ -575,6 +575,30 @@ def test_dataset_round_trip(tmp_path: Path) -> None:
     assert loaded.num_classes == 3 and loaded.image_shape == (3, 4, 4)
 
 
+def test_channel_stats_are_the_same_in_any_chunking() -> None:
+    x = torch.randint(0, 256, (37, 3, 5, 5), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    xf = x.double() / 255
+    whole = (tuple(round(v, 6) for v in xf.mean(dim=(0, 2, 3)).tolist()),
+             tuple(round(v, 6) for v in xf.std(dim=(0, 2, 3)).tolist()))
+    assert channel_stats(x) == channel_stats(x, chunk=4) == channel_stats(x, chunk=1) == whole
+
+
+def test_a_loaded_dataset_maps_its_file_instead_of_reading_it(tmp_path: Path) -> None:
+    """HGD's ImageNet protocol is ~10 GB of uint8: a stage must not need it all in memory."""
+    def resident_mib() -> float:
+        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+    big = Split(torch.zeros(256, 3, 256, 256, dtype=torch.uint8), torch.zeros(256, dtype=torch.long),
+                torch.zeros(2, 3, 256, 256, dtype=torch.uint8), torch.zeros(2, dtype=torch.long), ("a",))
+    path = tmp_path / "dataset.pt"
+    save_dataset(path, big, "big")  # 48 MiB of training images
+    del big
+    before = resident_mib()
+    loaded = load_dataset(path)
+    assert resident_mib() - before < 16
+    assert loaded.split.x_train.shape == (256, 3, 256, 256) and int(loaded.split.x_test.sum()) == 0
+
+
 def test_channel_stats_floor_std() -> None:
     mean, std = channel_stats(torch.full((2, 1, 3, 3), 51, dtype=torch.uint8))
     assert mean == (0.2,) and std == (1e-3,)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,7 @@ import torch
 from torch import nn
 
 from repurify.defenses import build_purifier, save_defense
-from repurify.defenses.fitting import fit, split_validation
+from repurify.defenses.fitting import Repeated, disk_tensor, fit, split_validation
 from repurify.defenses.hgd import HgdSpec, build_denoiser
 from repurify.errors import CheckpointError
 from repurify.schema import DefenseTraining
@@ -98,3 +99,20 @@ def test_corrupt_or_missing_checkpoint_names_the_file_and_the_stage(tmp_path: Pa
     torch.save({"weights": 1}, path)
     with pytest.raises(CheckpointError, match="not a repurify defense checkpoint"):
         build_purifier(spec, path, "hgd", (1, 16, 16))
+
+
+def test_a_disk_tensor_holds_its_values_and_leaves_no_file(monkeypatch: pytest.MonkeyPatch,
+                                                           tmp_path: Path) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    t = disk_tensor((4, 1, 2, 2))
+    assert t.dtype == torch.float32 and t.shape == (4, 1, 2, 2) and int(t.abs().sum()) == 0
+    t[1:3] = torch.ones(2, 1, 2, 2)
+    assert t.sum() == 8 and torch.equal(t[torch.tensor([2, 0])].sum((1, 2, 3)), torch.tensor([4.0, 0.0]))
+    assert list(tmp_path.iterdir()) == []  # unlinked from the start: a killed stage leaves nothing
+
+
+def test_repeated_rows_are_the_repeated_tensor() -> None:
+    x = torch.arange(12.0).view(3, 1, 2, 2)
+    r = Repeated(x, 4)
+    idx = torch.tensor([11, 0, 5, 3])
+    assert len(r) == 12 and torch.equal(r[idx], x.repeat(4, 1, 1, 1)[idx])

@@ -116,6 +116,8 @@ def test_training_set_follows_table_1() -> None:
                                           batch_size=4, device=torch.device("cpu"))
     copies = 2 + 1 + 3
     assert x_adv.shape == (copies * 10, 1, 16, 16)
+    assert len(x_clean) == copies * 10
+    x_clean = x_clean[torch.arange(copies * 10)]
     torch.testing.assert_close(x_clean, x.repeat(copies, 1, 1, 1))
     assert torch.equal(labels, y.repeat(copies))
     linf = (x_adv - x_clean).flatten(1).abs().amax(1)

@@ -8,6 +8,7 @@ import torch
 
 from benchmarks.scale import (
     GIB,
+    NODE_GIB,
     Estimate,
     Scale,
     Term,
@@ -51,6 +52,17 @@ def test_hgd_training_counts_its_attacks_and_copies_on_smoke() -> None:
     # of 120 images for 2 epochs
     assert attacks.images == 120 * 3
     assert training.images == 2 * 2 * 120
+
+
+def test_hgd_copies_on_imagenet_go_to_scratch_disk_and_the_stage_fits_a_node() -> None:
+    prof = _profile("imagenet_hgd")
+    s, st = Scale(prof), _stage(prof, "train_defense_hgd")
+    spec = prof.defenses["hgd"]
+    assert spec.sources == ["target"] and spec.ifgsm_steps == [2, 4, 8]
+    copies = 1 + 3  # a lone source: its FGSM is the ensemble's; then IFGSM-2, -4, -8
+    images = min(s.n_train, spec.training.train_limit or s.n_train)
+    assert s.scratch_bytes(st) == copies * images * 4 * 3 * 299 * 299
+    assert s.host_bytes(st) < NODE_GIB * GIB
 
 
 def test_classifier_training_is_epochs_times_the_training_split_on_digits() -> None:

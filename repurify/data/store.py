@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from repurify.errors import CheckpointError
 from repurify.io import load_torch, save_torch
 
 FORMAT_VERSION = 1
+STATS_CHUNK = 4096  # images converted to float64 at a time for the channel statistics
 
 
 @dataclass(frozen=True)
@@ -33,11 +35,17 @@ class DatasetFile:
         return int(c), int(h), int(w)
 
 
-def channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and std of uint8 NCHW images, in [0,1] units."""
-    xf = x.double().div_(255.0)
-    mean = xf.mean(dim=(0, 2, 3))
-    std = xf.std(dim=(0, 2, 3)).clamp_min(1e-3)
+def channel_stats(x: torch.Tensor, chunk: int = STATS_CHUNK) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and (unbiased) std of uint8 NCHW images, in [0,1] units, from float64
+    copies of ``chunk`` images at a time (two passes: the mean, then the squared deviations)."""
+    count = x.shape[0] * x.shape[2] * x.shape[3]
+
+    def total(f: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        return sum((f(x[i:i + chunk].double().div_(255.0)).sum(dim=(0, 2, 3))
+                    for i in range(0, x.shape[0], chunk)), torch.zeros(x.shape[1], dtype=torch.float64))
+
+    mean = total(lambda b: b) / count
+    std = (total(lambda b: (b - mean.view(1, -1, 1, 1)).square_()) / (count - 1)).sqrt().clamp_min(1e-3)
     return tuple(round(v, 6) for v in mean.tolist()), tuple(round(v, 6) for v in std.tolist())
 
 
@@ -60,7 +68,7 @@ def save_dataset(path: str | Path, split: Split, name: str) -> DatasetFile:
 
 def load_dataset(path: str | Path) -> DatasetFile:
     """Read a file written by :func:`save_dataset`, checking its structure."""
-    blob = load_torch(path, produced_by="fetch_data")
+    blob = load_torch(path, produced_by="fetch_data", mmap=True)  # only the images read
     keys = {"format_version", "name", "classes", "mean", "std",
             "x_train", "y_train", "x_test", "y_test"}
     if not isinstance(blob, dict) or not keys <= blob.keys():

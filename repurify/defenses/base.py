@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import nn
 
+from repurify.passes import Counted
+
 _state = threading.local()
 
 
@@ -58,7 +60,7 @@ def straight_through(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor
     return x + (y - x).detach() if bpda_enabled() else y
 
 
-class Purifier(nn.Module):
+class Purifier(Counted):
     """[0,1] images in, [0,1] images out."""
 
     differentiable: bool = True

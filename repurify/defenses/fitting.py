@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import copy
 import math
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -21,7 +23,7 @@ from repurify.attacks.gradient import iterative
 from repurify.progress import note, progress
 from repurify.schema import DefenseTraining, PgdBudget
 
-Batch = tuple[torch.Tensor, ...]
+Batch = tuple["torch.Tensor | Repeated", ...]
 LossFn = Callable[[Batch], torch.Tensor]  # mean loss of one batch (with a graph when training)
 
 
@@ -38,6 +40,30 @@ class FitHistory:
     @property
     def best_val_loss(self) -> float:
         return self.val_loss[self.best_epoch]
+
+
+def disk_tensor(shape: tuple[int, ...]) -> torch.Tensor:
+    """A float32 tensor in an unlinked temporary file (``numpy.memmap``; under ``$TMPDIR``): its
+    pages are written back to disk and reclaimable, so a training set larger than the node's
+    memory fits (HGD's ImageNet copies: ~130 GB); the file goes with the tensor, even if the
+    process is killed."""
+    with tempfile.TemporaryFile() as fh:  # the map keeps its own descriptor
+        fh.truncate(math.prod(shape) * 4)
+        return torch.from_numpy(np.memmap(fh, dtype=np.float32, mode="r+", shape=shape))
+
+
+@dataclass(frozen=True)
+class Repeated:
+    """``x.repeat(copies, 1, 1, 1)`` without the copies: row ``i`` is ``x[i % len(x)]``."""
+
+    x: torch.Tensor
+    copies: int
+
+    def __len__(self) -> int:
+        return self.copies * len(self.x)
+
+    def __getitem__(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.x[idx % len(self.x)]
 
 
 def split_validation(n: int, fraction: float, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

@@ -34,6 +34,7 @@ from repurify.defenses.hgd import DUNET
 from repurify.defenses.perceptual import feature_network
 from repurify.defenses.registry import PurifierDef
 from repurify.models.classifier import Classifier
+from repurify.passes import Counted
 from repurify.progress import progress
 from repurify.schema import DefenseTraining, Perceptual, PgdBudget, PositiveRatio, Role
 
@@ -84,7 +85,7 @@ class Generator(Purifier):
         return self.cleaner(self.quantized_transform(x))
 
 
-class Detector(nn.Module):
+class Detector(Counted):
     """D_phi: the logit of "x is clean"."""
 
     def __init__(self, channels: int, widths: list[int], image_size: int) -> None:

@@ -28,7 +28,7 @@ from torch import nn
 from repurify.attacks.base import Goal
 from repurify.attacks.gradient import iterative
 from repurify.defenses.base import Purifier
-from repurify.defenses.fitting import FitHistory, fit, split_validation
+from repurify.defenses.fitting import FitHistory, Repeated, disk_tensor, fit, split_validation
 from repurify.defenses.registry import PurifierDef
 from repurify.models.classifier import Classifier
 from repurify.models.features import ConvFeatures
@@ -140,22 +140,22 @@ def _attack(model: nn.Module, x: torch.Tensor, eps: torch.Tensor, steps: int,
 
 def training_set(x: torch.Tensor, y: torch.Tensor, sources: list[Classifier], spec: HgdSpec,
                  gen: torch.Generator, batch_size: int, device: torch.device
-                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Adversarial copies of ``x`` (Table 1): returns (x_adv, x_clean, y), one row per copy."""
+                 ) -> tuple[torch.Tensor, Repeated, torch.Tensor]:
+    """Adversarial copies of ``x`` (Table 1): returns (x_adv, x_clean, y), one row per copy;
+    x_adv on disk (:func:`disk_tensor`), x_clean the clean images repeated without copying."""
     ensemble = Ensemble(sources)
     recipes = [(m, 1) for m in sources] + [(ensemble, k) for k in (1, *spec.ifgsm_steps)]
     if len(sources) == 1:
         recipes = recipes[1:]  # FGSM on the lone source would appear twice
-    adv = []
-    for model, steps in progress(recipes, "HGD training set", "attack"):
-        eps = torch.randint(1, spec.eps_levels + 1, (len(x),), generator=gen).float()
+    n, copies = len(x), len(recipes)
+    adv = disk_tensor((copies * n, *x.shape[1:]))
+    for r, (model, steps) in enumerate(progress(recipes, "HGD training set", "attack")):
+        eps = torch.randint(1, spec.eps_levels + 1, (n,), generator=gen).float()
         eps = (eps * spec.eps_max / spec.eps_levels).view(-1, 1, 1, 1)
-        adv.append(torch.cat([
-            _attack(model, x[i:i + batch_size].to(device), eps[i:i + batch_size].to(device), steps,
-                    gen).cpu()
-            for i in range(0, len(x), batch_size)]))
-    copies = len(recipes)
-    return torch.cat(adv), x.repeat(copies, 1, 1, 1), y.repeat(copies)
+        for i in range(0, n, batch_size):
+            adv[r * n + i:r * n + min(i + batch_size, n)] = _attack(
+                model, x[i:i + batch_size].to(device), eps[i:i + batch_size].to(device), steps, gen).cpu()
+    return adv, Repeated(x, copies), y.repeat(copies)
 
 
 def train_hgd(spec: HgdSpec, x: torch.Tensor, y: torch.Tensor, classifiers: dict[str, Classifier],

@@ -18,6 +18,7 @@ from torch import nn
 from repurify.errors import DataUnavailableError
 from repurify.models.classifier import Classifier
 from repurify.models.features import ConvFeatures
+from repurify.passes import Counted
 
 VGG19_URL = "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth"
 # end index (exclusive) in torchvision's vgg19().features of each named activation
@@ -48,7 +49,7 @@ def _vgg19_state() -> dict[str, torch.Tensor]:
                                    "delete it and download it again") from None
 
 
-class VGGFeatures(nn.Module):
+class VGGFeatures(Counted):
     """ImageNet VGG-19 activations at ``layer`` of [0,1] images (grey images are repeated)."""
 
     def __init__(self, layer: str) -> None:

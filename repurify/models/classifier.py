@@ -11,11 +11,12 @@ from torch import nn
 from repurify.errors import CheckpointError
 from repurify.io import load_torch, save_torch
 from repurify.models.registry import build_model
+from repurify.passes import Counted
 
 FORMAT_VERSION = 1
 
 
-class Classifier(nn.Module):
+class Classifier(Counted):
     """``net((x - mean) / std)``; attacks and defenses always see [0,1] pixels."""
 
     def __init__(self, net: nn.Module, mean: tuple[float, ...], std: tuple[float, ...]) -> None:

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from repurify.models.classifier import Classifier
+from repurify.passes import Counted
 
 
 def _feature_module(net: nn.Module) -> tuple[nn.Module, bool]:
@@ -25,7 +26,7 @@ def _feature_module(net: nn.Module) -> tuple[nn.Module, bool]:
                      "classification head; feature guidance (HGD's FGD) needs one")
 
 
-class ConvFeatures(nn.Module):
+class ConvFeatures(Counted):
     """``f_{-2}(x)``: the activations the classifier pools or flattens for its linear head."""
 
     def __init__(self, classifier: Classifier) -> None:
