@@ -28,6 +28,7 @@ from workflow.machine import machine
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 GPU = HERE / "gpu.json"  # the last GPU run (benchmarks/device.sh), rendered as the "GPU" section
+MISSES = HERE / "misses.md"  # the goals missed and their profiles (written by hand from the figures)
 EDITED = ("repurify/defenses/oag.py",)  # files whose edit the rerun figure follows
 EOT_IMAGES = 10  # ours: digits' OAG adaptive set (evaluation.limits.oag.n)
 
@@ -45,6 +46,7 @@ def markdown(results: dict[str, Any]) -> str:
           f"{', '.join(names)} | that defense's stages, its variants' experiments and the report |"
           for f, names in results.get("edit_reruns", {}).items()),
         *_pipeline_lines(results["pipeline"]), *_install_lines(results["install"]), "",
+        *([MISSES.read_text(encoding="utf-8").rstrip(), ""] if MISSES.exists() else []),
         *gpu_lines(GPU)])
 
 
@@ -88,7 +90,8 @@ def _pipeline_lines(p: dict[str, Any]) -> list[str]:
              f"| repeated `dvc repro`, nothing changed | {p['seconds_noop']:.1f} s (the first in the "
              f"copied tree {p['seconds_noop_first']:.1f} s; reran {p['noop_reran'] or 'nothing'}) | "
              f"<= {p['goal_seconds_noop']:g} s |",
-             *([f"| `snakemake -n`, nothing to do | {p['seconds_snakemake_dry_run']:.1f} s | "
+             *([f"| `snakemake -n` in the finished tree | {p['seconds_snakemake_dry_run']:.1f} s "
+                f"(jobs listed: {p['snakemake_dry_run_jobs'] or 'none'}) | "
                 f"<= {p['goal_seconds_snakemake_dry_run']:g} s |"]
                if "seconds_snakemake_dry_run" in p else []),
              f"| `dvc repro` after {c['key']}: {c['from']} -> {c['to']} | reran {', '.join(c['reran'])} "

@@ -52,6 +52,12 @@ def ran(log: str) -> list[str]:
     return re.findall(r"Running stage '([^']+)'", log)
 
 
+def dry_run_jobs(log: str) -> int:
+    """The jobs a ``snakemake -n`` log lists (0: nothing to be done)."""
+    found = re.search(r"^total\s+(\d+)", log, re.MULTILINE)
+    return int(found.group(1)) if found else 0
+
+
 def set_param(params: Path, key: str, value: Any) -> Any:
     """Set a dotted key of params.yaml (comments are lost: scratch copies only); returns the old value."""
     raw = yaml.safe_load(params.read_text())
@@ -173,6 +179,7 @@ def _reruns(repo: Path, env: dict[str, str], profile: str, stages: dict[str, dic
             "seconds_from_scratch": sum(s["seconds"] for s in stages.values()),
             "goal_seconds_from_scratch": 30 * 60,
             "seconds_snakemake_dry_run": dry["seconds"], "goal_seconds_snakemake_dry_run": 5.0,
+            "snakemake_dry_run_jobs": dry_run_jobs(dry["log"]),
             "peak_rss_mib_max": max(s["peak_rss_mib"] for s in stages.values()),
             "goal_peak_rss_mib": 4096, "seconds_noop": noop["seconds"], "goal_seconds_noop": 2.0,
             "seconds_noop_first": first["seconds"], "noop_reran": ran(first["log"]) + ran(noop["log"]),

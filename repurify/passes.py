@@ -94,7 +94,8 @@ class Counted(nn.Module):
             p.depth -= 1
         p.forward[call] += 1
         p.modules[call.module] = self
-        if isinstance(out, torch.Tensor) and out.requires_grad:
+        # an identity returns its input, whose hooks would pile up over calls: no backward to count
+        if isinstance(out, torch.Tensor) and out.requires_grad and out is not x:
             out.register_hook(lambda g: p.backward.update((call,)))
         return out
 

@@ -81,6 +81,14 @@ def test_rerun_parsing_and_param_edits(tmp_path: Path) -> None:
     assert stage_name({"stage": "calibrate_oag", "defense": "oag"}) == "calibrate_oag"
 
 
+def test_a_dry_run_log_gives_the_jobs_it_lists() -> None:
+    from benchmarks.pipeline import dry_run_jobs
+
+    assert dry_run_jobs("Nothing to be done (all requested files are present and up to date).") == 0
+    stats = "Job stats:\njob      count\n-----  -----\nall        1\nreport     1\ntotal      2\n"
+    assert dry_run_jobs(stats) == 2
+
+
 def test_groups_sum_the_stages_of_each_kind() -> None:
     stages = {"fetch_data": {"seconds": 10.0}, "evaluate_none": {"seconds": 30.0},
               "evaluate_hgd": {"seconds": 50.0}, "train_defense_hgd": {"seconds": 10.0}}
