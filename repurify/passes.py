@@ -1,14 +1,16 @@
 """The forward and backward passes a stage makes through its networks, and their compute bound.
 
 With ``REPURIFY_PASSES=1`` in the environment, every outermost call of a counted network (a
-:class:`Counted` module: the classifiers and the purifiers) is counted by its input's shape,
+:class:`Counted` module: the classifiers, the purifiers, and the feature and detector networks
+of their losses) is counted by its input's shape,
 grad mode and BPDA state, and every backward through its output likewise. At the end of the
 stage :func:`bound_seconds` times each counted call kind alone, on random inputs of the same
 shape (ours: batch sizes interpolated linearly between the powers of two and the largest batch
 measured), and sums count x cost: the time the stage's network arithmetic needs, with nothing
 else around it. The stage's wall time over that bound is its distance from the compute bound.
 
-Off (the default), a counted call costs one attribute lookup.
+Counting keeps every counted module alive until the stage ends. Off (the default), a counted
+call costs one attribute lookup.
 """
 
 from __future__ import annotations
@@ -125,7 +127,7 @@ def _cost(module: nn.Module, kind: Call, batch: int, backward: bool) -> float:
     x = torch.rand((batch, *kind.shape), dtype=kind.dtype, device=device)
     # the input needs a gradient for a backward through frozen weights
     x.requires_grad_(kind.input_grad or (backward and not kind.weights_grad))
-    weights = [w for w in module.parameters()]
+    weights = list(module.parameters())
     frozen = [w.requires_grad for w in weights]
 
     def run() -> None:
