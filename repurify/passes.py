@@ -32,11 +32,13 @@ REPEATS = 5
 
 
 class Call(NamedTuple):
-    """One kind of counted call: the module, its input's shape and dtype, and the grad state."""
+    """One kind of counted call: the module, its input's shape, dtype and device, and the grad
+    state."""
 
     module: int  # id() of the module, whose object :class:`Passes` keeps
     shape: tuple[int, ...]
     dtype: torch.dtype
+    device: torch.device  # the input's: a module without weights (JPEG, OAG) has no other
     grad: bool  # torch.is_grad_enabled()
     input_grad: bool  # the input required a gradient (an attack)
     weights_grad: bool  # the module's parameters did (a training step)
@@ -87,7 +89,7 @@ class Counted(nn.Module):
             return super().__call__(x, *args, **kwargs)
         from repurify.defenses.base import bpda_enabled  # the purifiers import this module
 
-        call = Call(id(self), tuple(x.shape), x.dtype, torch.is_grad_enabled(), x.requires_grad,
+        call = Call(id(self), tuple(x.shape), x.dtype, x.device, torch.is_grad_enabled(), x.requires_grad,
                     any(w.requires_grad for w in self.parameters()), bpda_enabled())
         p.depth += 1
         try:
@@ -123,8 +125,7 @@ def _cost(module: nn.Module, kind: Call, batch: int, backward: bool) -> float:
     """Seconds of one call of ``kind`` at ``batch`` rows, forward or forward+backward."""
     from repurify.defenses.base import bpda
 
-    device = next((t.device for t in [*module.parameters(), *module.buffers()]), torch.device("cpu"))
-    x = torch.rand((batch, *kind.shape), dtype=kind.dtype, device=device)
+    x = torch.rand((batch, *kind.shape), dtype=kind.dtype, device=kind.device)
     # the input needs a gradient for a backward through frozen weights
     x.requires_grad_(kind.input_grad or (backward and not kind.weights_grad))
     weights = list(module.parameters())

@@ -125,3 +125,23 @@ def test_a_counted_stage_records_its_passes_and_bound(monkeypatch: pytest.Monkey
     m = run.data.metrics
     assert m["passes.forward_images"] == 8 and m["passes.backward_images"] == 0
     assert m["stage.bound_seconds"] > 0
+
+
+def test_the_oag_calibration_counts_its_synthesis() -> None:
+    # calibrate_oag synthesizes outside any purifier: its synthesis must still enter the bound
+    from repurify.calibration import Synthesis, steps_curve
+    from repurify.defenses.oag import OagSpec, settings
+    from repurify.defenses.registry import get
+
+    spec = OagSpec.model_validate(get("oag").example)
+    s = settings(spec, {})
+    clf = _classifier()
+    x, y = torch.rand(6, *SHAPE), torch.zeros(6, dtype=torch.long)
+    with passes.counting() as p:
+        curve = steps_curve(clf, x, y, s, torch.arange(6), batch_size=4)
+    assert len(curve) == s.network_steps
+    kinds = {(type(p.modules[c.module]).__name__, c.shape[0]): n for c, n in p.forward.items()}
+    assert kinds == {("Synthesis", 4): 1, ("Synthesis", 2): 1}  # the classifier's calls are inside
+    assert not p.backward
+    assert passes.bound_seconds(p) > 0  # a module without weights is timed on its input's device
+    assert isinstance(p.modules[next(iter(p.forward)).module], Synthesis)
