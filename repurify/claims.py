@@ -120,6 +120,8 @@ class Paper(_Frozen):
     protocol: dict[Literal["blackbox"], Literal["transfer", "papernot"]]
     # the test images it scores: all, or only those the target classifies correctly (None: not recorded)
     images: Literal["all", "correct"] | None = None
+    # ours: per dataset, the classifier its claims are compared against where the paper names none
+    assumed_classifier: dict[str, str] = {}
     main_table: str
     tables: list[str]
     claims: list[Claim]
@@ -209,15 +211,21 @@ def matching_attack(claim: Claim, profile: ProfileParams) -> str | None:
     return min(same, key=departs, default=None)
 
 
-def setting_differences(claim: Claim, profile: ProfileParams, attack: str | None) -> list[str]:
-    """Why this profile does not replicate the claim's setting (empty: it does)."""
+def _dataset(profile: ProfileParams) -> str | None:
+    return profile.data.paper_dataset or DATASET_OF.get(profile.data.name)
+
+
+def setting_differences(claim: Claim, profile: ProfileParams, attack: str | None,
+                        assumed: str | None = None) -> list[str]:
+    """Why this profile does not replicate the claim's setting (empty: it does); ``assumed``: the
+    classifier compared against where the claim names none (the paper's ``assumed_classifier``)."""
     why = []
-    dataset = profile.data.paper_dataset or DATASET_OF.get(profile.data.name)
-    if dataset != claim.dataset:
+    if _dataset(profile) != claim.dataset:
         why.append(f"dataset {profile.data.paper_dataset or profile.data.name} vs {claim.dataset}")
-    arch = profile.classifiers.target.arch
-    if claim.classifier is not None and _arch_name(arch) != _arch_name(claim.classifier):
-        why.append(f"classifier {arch} vs {claim.classifier}")
+    arch, classifier = profile.classifiers.target.arch, claim.classifier or assumed
+    if classifier is not None and _arch_name(arch) != _arch_name(classifier):
+        why.append(f"classifier {arch} vs {classifier}"
+                   + ("" if claim.classifier else " (ours: the paper names none)"))
     if attack is not None and claim.attack != "clean":
         why += _attack_differences(claim, profile.attacks[attack]).values()
     return why
@@ -275,7 +283,10 @@ def reproduce(claim: Claim, paper: Paper, profile: ProfileParams,
         protocol = _mean([_paper_row(claim, paper, rows, a) for a in attacks])
         adaptive = _mean([_adaptive(rows, a) for a in attacks])
     matched = list(zip(parts, attacks, strict=True))
-    why = list(dict.fromkeys(w for p, a in matched for w in setting_differences(p, profile, a)))
+    # on another dataset the row differs anyway: the assumption is not needed there
+    assumed = (paper.assumed_classifier.get(claim.dataset) if claim.dataset and not claim.classifier
+               and claim.dataset == _dataset(profile) else None)
+    why = list(dict.fromkeys(w for p, a in matched for w in setting_differences(p, profile, a, assumed)))
     why += [f"attack {p.attack!r} not in this profile" for p, a in matched
             if p.attack not in ("clean", None) and a is None]
     if paper.images == "all" and profile.evaluation.per_class is not None:
@@ -285,7 +296,8 @@ def reproduce(claim: Claim, paper: Paper, profile: ProfileParams,
     if claim.unverified:
         why.append(f"unverified: {claim.unverified}")
     return {"id": claim.id, "source": claim.source, "dataset": claim.dataset,
-            "classifier": claim.classifier, "method": claim.method, "defense": claim.defense,
+            "classifier": claim.classifier or (assumed and f"{assumed} (ours: the paper names none)"),
+            "method": claim.method, "defense": claim.defense,
             "attack": " + ".join(str(p.attack) for p in parts) if claim.pooled_with else claim.attack,
             "profile_attack": None if None in attacks else " + ".join(filter(None, attacks)),
             "threat_model": claim.threat_model,

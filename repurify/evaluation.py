@@ -299,7 +299,8 @@ def _papernot_rows(defended: DefendedModel, profile: ProfileParams, data: EvalDa
 
 def load_eval_data(split, profile: ProfileParams, target: nn.Module | None = None,
                    device: torch.device | None = None) -> EvalData:
-    """The evaluated test images and, after them, ``papernot.seed_images`` seeds.
+    """The evaluated test images and ``papernot.seed_images`` seeds: the first test images not
+    evaluated, or with ``papernot.seeds_from: train`` the first training images.
 
     By default the first ``evaluation.n`` test images. With ``evaluation.per_class`` (OAG Sec.
     IV-A: 2 correctly classified images per class), the first that many images of each class
@@ -324,12 +325,20 @@ def load_eval_data(split, profile: ProfileParams, target: nn.Module | None = Non
             raise ParamsError(
                 f"evaluation.n: {ev.n}, but evaluation.per_class {ev.per_class} selects {len(picked)} "
                 f"correctly classified test images ({len(split.classes)} classes); set n to that")
+    k = ev.papernot.seed_images
+    if ev.papernot.seeds_from == "train":
+        if len(picked) < ev.n or len(split.x_train) < k:
+            raise ParamsError(
+                f"evaluation.n ({ev.n}) exceeds the {len(y)} test images, or "
+                f"evaluation.papernot.seed_images ({k}) the {len(split.x_train)} training images; lower them")
+        return EvalData(x[picked].float() / 255, y[picked], split.x_train[:k].float() / 255,
+                        len(split.classes))
     rest = torch.ones(len(y), dtype=torch.bool)
     rest[picked] = False
-    seeds = torch.nonzero(rest).flatten()[:ev.papernot.seed_images]
-    if len(picked) < ev.n or len(seeds) < ev.papernot.seed_images:
-        need = ev.n + ev.papernot.seed_images
+    seeds = torch.nonzero(rest).flatten()[:k]
+    if len(picked) < ev.n or len(seeds) < k:
         raise ParamsError(
-            f"evaluation.n ({ev.n}) + evaluation.papernot.seed_images ({ev.papernot.seed_images}) "
-            f"= {need} exceeds the {len(y)} test images; lower them")
+            f"evaluation.n ({ev.n}) + evaluation.papernot.seed_images ({k}) = {ev.n + k} exceeds the "
+            f"{len(y)} test images; lower them, or take the seeds from the training split "
+            f"(evaluation.papernot.seeds_from: train)")
     return EvalData(x[picked].float() / 255, y[picked], x[seeds].float() / 255, len(split.classes))

@@ -75,7 +75,9 @@ class ClassifiersParams(Strict):
 class PapernotParams(Strict):
     """Black-box substitute trained on the defended model's labels (Papernot et al. 2017)."""
 
-    seed_images: int = Field(gt=0)  # held-out test images after the evaluated ones
+    seed_images: int = Field(gt=0)  # held-out images: the first test images not evaluated, or
+    # the first training images where ``seeds_from: train`` (a split evaluated whole has none left)
+    seeds_from: Literal["test", "train"] = "test"
     rounds: int = Field(gt=0)  # substitute epochs (Jacobian augmentations)
     epochs_per_round: int = Field(gt=0)
     lam: float = Field(gt=0)  # Jacobian augmentation step

@@ -2,12 +2,13 @@
 
 With ``REPURIFY_PASSES=1`` in the environment, every outermost call of a counted network (a
 :class:`Counted` module: the classifiers, the purifiers, and the feature and detector networks
-of their losses) is counted by its input's shape,
+of their losses, and OAG's calibration synthesis) is counted by its input's shape and device,
 grad mode and BPDA state, and every backward through its output likewise. At the end of the
 stage :func:`bound_seconds` times each counted call kind alone, on random inputs of the same
-shape (ours: batch sizes interpolated linearly between the powers of two and the largest batch
-measured), and sums count x cost: the time the stage's network arithmetic needs, with nothing
-else around it. The stage's wall time over that bound is its distance from the compute bound.
+shape on the same device (ours: batch sizes interpolated linearly between the powers of two
+and the largest batch measured), and sums count x cost: the time the stage's network
+arithmetic needs, with nothing else around it. The stage's wall time over that bound is its
+distance from the compute bound.
 
 Counting keeps every counted module alive until the stage ends. Off (the default), a counted
 call costs one attribute lookup.

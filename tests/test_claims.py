@@ -228,3 +228,23 @@ def test_an_imagefolder_profile_compares_its_papers_dataset(profile: str, datase
     assert not [w for c in mine for w in setting_differences(c, prof, None) if w.startswith("dataset")]
     other = next(c for c in claims if c.dataset != dataset)
     assert f"dataset {dataset} vs {other.dataset}" in setting_differences(other, prof, None)
+
+
+def test_a_claim_naming_no_classifier_compares_against_the_papers_assumed_one(claims: Claims) -> None:
+    """GCLN names no CIFAR-10 target: its claims compare against ResNet-18 (ours, labelled), not
+    against whatever target a CIFAR-10 profile has (cifar10_advae's ResNetV2-29)."""
+    gcln = claims.papers["gcln"]
+    clean = next(c for c in gcln.claims if c.id == "gcln-t1-01")
+    assert clean.classifier is None and gcln.assumed_classifier == {"cifar10": "ResNet-18"}
+    rows = {}
+    for name in ("cifar10", "cifar10_advae", "digits"):
+        prof = load_params(ROOT / "params.yaml", profile=name).active
+        evaluations = {d: {"results": [], "clean_accuracy": 0.9} for d in prof.defenses}
+        rows[name] = next(r for r in compare(claims, prof, evaluations)["gcln"] if r["id"] == clean.id)
+    assert rows["cifar10"]["setting_differs"] == []
+    assert rows["cifar10"]["classifier"] == "ResNet-18 (ours: the paper names none)"
+    assert rows["cifar10_advae"]["setting_differs"] == [
+        "classifier resnetv2_29 vs ResNet-18 (ours: the paper names none)"]
+    # on another dataset the row differs anyway, and no classifier is assumed
+    assert rows["digits"]["setting_differs"] == ["dataset digits vs cifar10"]
+    assert rows["digits"]["classifier"] is None

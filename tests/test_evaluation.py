@@ -73,6 +73,22 @@ def test_eval_data_holds_out_papernot_seeds() -> None:
         load_eval_data(split, too_many)
 
 
+def test_eval_data_can_take_papernot_seeds_from_the_training_split() -> None:
+    # a profile that evaluates its whole test split (flowers17's 340 images) has no test seeds left
+    prof = load_params(ROOT / "params.yaml", profile="smoke").active
+    split = load_split(prof.data)
+    ev = prof.evaluation
+    whole = prof.model_copy(update={"evaluation": ev.model_copy(update={
+        "n": len(split.y_test), "papernot": ev.papernot.model_copy(update={"seeds_from": "train"})})})
+    data = load_eval_data(split, whole)
+    k = ev.papernot.seed_images
+    assert torch.equal(data.x, split.x_test.float() / 255)
+    assert torch.equal(data.seeds, split.x_train[:k].float() / 255)
+    test_seeds = ev.model_copy(update={"n": len(split.y_test)})
+    with pytest.raises(ParamsError, match="seeds_from: train"):
+        load_eval_data(split, whole.model_copy(update={"evaluation": test_seeds}))
+
+
 class _Oracle(nn.Module):
     """Predicts the label stored in the first pixel: correct only where that pixel says so."""
 
