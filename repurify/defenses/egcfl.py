@@ -46,10 +46,10 @@ class EgcflSpec(Perceptual):
     """EGC-FL (Yuan & He 2020): TDZ layer, generator G with feedback loop, fusion network Gamma."""
 
     kind: Literal["egcfl"]
-    block: int = Field(default=8, gt=0)  # M: the DCT's M x M blocks
+    block: int = Field(default=8, gt=0)  # M: the DCT's M x M blocks (ours: the paper states none)
     delta: PositiveRatio  # deadzone half-width on coefficients of [0,1] images (8/255 style)
     transform: bool = True  # False: deadzone on pixels (Table 7 "without transform")
-    inverse: bool = True  # TDZ ends with T^-1 (pixels); False: G and P see coefficients
+    inverse: bool = True  # ours, unstated: TDZ ends with T^-1 (pixels); False: G and P see coefficients
     feedback: bool = True  # False: X_hat = G(X_tilde), no U, V, W, Gamma (Table 7)
     widths: list[Annotated[int, Field(gt=0)]] = Field(min_length=2)  # G: a DUNET-style U-net
     converter_width: int = Field(gt=0)  # channels U and V map to before the concatenation
