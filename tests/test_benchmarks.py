@@ -16,6 +16,7 @@ from benchmarks.pipeline import groups, measure, ran, set_param, stage_name
 from benchmarks.timing import median_seconds
 from repurify import paths
 from repurify.data import load_split, save_dataset
+from repurify.io import write_json
 from repurify.models.classifier import build_classifier, save_classifier
 from repurify.params import load_params
 from tests.repo_copy import ROOT
@@ -187,3 +188,21 @@ def test_render_adds_the_gpu_section_from_the_committed_run(tmp_path: Path) -> N
     section = "\n".join(gpu_lines(GPU))
     assert section.startswith("## GPU") and "NVIDIA" in section and "OAG, AutoAttack rand" in section
     assert gpu_lines(tmp_path / "none.json")[2].startswith("No GPU run recorded")
+
+
+def test_a_partial_runs_claims_table_has_the_papers_numbers_beside_its_rows(tmp_path: Path) -> None:
+    """Known answer: mnist5k's undefended slot alone, clean 97.5% and FGSM 22% on 1000 images,
+    against AdvAE Table 1's 99.6 and 41.1."""
+    from benchmarks.claims_table import rows
+
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    fgsm = {"attack": "fgsm", "threat_model": "oblivious", "source": "target", "accuracy": 0.22,
+            "n": 1000, "se": 0.0131}
+    write_json(tmp_path / "metrics/mnist5k/eval/none.json",
+               {"clean": {"accuracy": 0.975, "n": 1000, "se": 0.0049}, "clean_accuracy": 0.975,
+                "results": [fgsm]})
+    got = {r["id"]: r for r in rows("mnist5k", tmp_path)}
+    assert set(got) == {"advae-t1-01", "advae-t1-06"}  # the other attacks have no row here
+    assert got["advae-t1-06"]["claimed"] == pytest.approx(0.411)
+    assert got["advae-t1-06"]["difference"] == pytest.approx(0.22 - 0.411)
+    assert (got["advae-t1-01"]["n"], got["advae-t1-01"]["se"]) == (1000, 0.0049)

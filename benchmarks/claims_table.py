@@ -1,0 +1,72 @@
+"""A partial run's claimed-vs-reproduced rows, outside the report stage (which needs every slot):
+``python -m benchmarks.claims_table --profile mnist5k --root RUN --note TEXT --out FILE``.
+
+``RUN`` is a tree that ran some evaluate stages of ``profile`` (``RUN/params.yaml``,
+``RUN/metrics/<profile>/eval/<slot>.json``). Each claim the present slots reproduce with no
+setting difference becomes a row: the paper's number, the number under its protocol with the
+row's image count and standard error, and the difference. ``benchmarks`` renders the file into
+results.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+from repurify.claims import _paper_row, compare, load_claims, matching_attack
+from repurify.io import load_json, write_json
+from repurify.params import load_params
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _measured(claim: Any, paper: Any, profile: Any, evaluation: dict[str, Any]) -> dict[str, Any] | None:
+    """The accuracy, image count and standard error of the row the claim's protocol reads."""
+    if claim.threat_model == "none":
+        return evaluation["clean"]
+    attack = matching_attack(claim, profile)
+    return None if attack is None else _paper_row(claim, paper, evaluation["results"], attack)
+
+
+def rows(profile_name: str, run: Path) -> list[dict[str, Any]]:
+    profile = load_params(run / "params.yaml", profile_name).active
+    evaluations = {slot: load_json(path, produced_by=f"evaluate_{slot}") for slot in profile.defenses
+                   if (path := run / "metrics" / profile_name / "eval" / f"{slot}.json").exists()}
+    claims = load_claims(ROOT / "reference/claims.yaml")
+    out = []
+    for name, compared in compare(claims, profile, evaluations).items():
+        paper = claims.papers[name]
+        by_id = {c.id: c for c in paper.claims}
+        for r in compared:
+            row = _measured(by_id[r["id"]], paper, profile, evaluations[r["defense"]])
+            if r["setting_differs"] or row is None:
+                continue
+            p, n = row["accuracy"], row["n"]
+            out.append({"id": r["id"], "method": r["method"], "attack": r["attack"],
+                        "threat_model": r["threat_model"], "claimed": r["claimed"], "reproduced": p,
+                        "n": n, "se": row.get("se", math.sqrt(p * (1 - p) / n)),
+                        "difference": p - r["claimed"], "setting_differs": []})
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.claims_table", description=__doc__)
+    ap.add_argument("--profile", required=True)
+    ap.add_argument("--root", required=True, help="the tree whose params and metrics ran")
+    ap.add_argument("--note", required=True, help="what ran where (the table's caption)")
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args(argv)
+    found = rows(args.profile, Path(args.root))
+    if not found:
+        print(f"error: no claim compares in {args.root} for profile {args.profile}", file=sys.stderr)
+        return 2
+    write_json(args.out, {"source": args.note, "rows": found})
+    print(f"{len(found)} claims compared -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
