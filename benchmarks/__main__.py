@@ -50,7 +50,7 @@ def markdown(results: dict[str, Any]) -> str:
         *_pipeline_lines(results["pipeline"]), *_install_lines(results["install"]), "",
         *([MISSES.read_text(encoding="utf-8").rstrip(), ""] if MISSES.exists() else []),
         *gpu_lines(GPU),
-        *(_claims_lines(json.loads(MNIST5K_CPU.read_text()), "mnist5k on the 2-core CPU")
+        *(_claims_lines(json.loads(MNIST5K_CPU.read_text(encoding="utf-8")), "mnist5k on the 2-core CPU")
           if MNIST5K_CPU.exists() else [])])
 
 
@@ -149,15 +149,17 @@ def gpu_lines(path: Path) -> list[str]:
 
 
 def _claims_lines(c: dict, where: str) -> list[str]:
-    """mnist5k's claimed-vs-reproduced rows (AdvAE Table 1) of one run."""
-    lines = [f"### {where}: AdvAE Table 1, claimed vs reproduced", "", c["source"] + ".", "",
+    """A run's claimed-vs-reproduced rows (benchmarks.claims_table); the difference in standard
+    errors where the row has one."""
+    lines = [f"### {where}: claimed vs reproduced", "", c["source"] + ".", "",
              "| claim | method | attack | threat model | claimed | reproduced (n) | difference |",
              "|---|---|---|---|---|---|---|"]
     for r in c["rows"]:
-        se = 100 * r["se"]
+        d = r["difference"]
+        in_se = f" ({abs(d) / r['se']:.1f} SE)" if r["se"] > 0 else ""
         lines.append(f"| {r['id']} | {r['method']} | {r['attack']} | {r['threat_model']} | "
-                     f"{100 * r['claimed']:.1f} | {100 * r['reproduced']:.1f} ± {se:.1f} ({r['n']}) | "
-                     f"{100 * r['difference']:+.1f} ({abs(r['difference']) / max(r['se'], 1e-9):.1f} SE) |")
+                     f"{100 * r['claimed']:.1f} | {100 * r['reproduced']:.1f} ± {100 * r['se']:.1f} "
+                     f"({r['n']}) | {100 * d:+.1f}{in_se} |")
     return [*lines, ""]
 
 

@@ -16,19 +16,32 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from repurify.claims import _paper_row, compare, load_claims, matching_attack
+from repurify.claims import compare, load_claims, matching_attack, paper_row, pooled_parts
 from repurify.io import load_json, write_json
 from repurify.params import load_params
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def _se(row: dict[str, Any]) -> float:
+    p = row["accuracy"]
+    return row.get("se", math.sqrt(p * (1 - p) / row["n"]))
+
+
 def _measured(claim: Any, paper: Any, profile: Any, evaluation: dict[str, Any]) -> dict[str, Any] | None:
-    """The accuracy, image count and standard error of the row the claim's protocol reads."""
+    """The image count and standard error behind the claim's reproduced accuracy: its row, or a
+    pooled test set's equal parts (the mean's SE: sqrt(sum of the parts' SE^2) / parts)."""
     if claim.threat_model == "none":
-        return evaluation["clean"]
-    attack = matching_attack(claim, profile)
-    return None if attack is None else _paper_row(claim, paper, evaluation["results"], attack)
+        return {"n": evaluation["clean"]["n"], "se": _se(evaluation["clean"])}
+    parts = []
+    for part in pooled_parts(claim):
+        attack = matching_attack(part, profile)
+        row = None if attack is None else paper_row(part, paper, evaluation["results"], attack)
+        if row is None:
+            return None
+        parts.append(row)
+    return {"n": sum(r["n"] for r in parts),
+            "se": math.sqrt(sum(_se(r) ** 2 for r in parts)) / len(parts)}
 
 
 def rows(profile_name: str, run: Path) -> list[dict[str, Any]]:
@@ -41,14 +54,13 @@ def rows(profile_name: str, run: Path) -> list[dict[str, Any]]:
         paper = claims.papers[name]
         by_id = {c.id: c for c in paper.claims}
         for r in compared:
-            row = _measured(by_id[r["id"]], paper, profile, evaluations[r["defense"]])
-            if r["setting_differs"] or row is None:
+            measured = _measured(by_id[r["id"]], paper, profile, evaluations[r["defense"]])
+            if r["setting_differs"] or measured is None or r["paper_protocol"] is None:
                 continue
-            p, n = row["accuracy"], row["n"]
+            p = r["paper_protocol"]
             out.append({"id": r["id"], "method": r["method"], "attack": r["attack"],
                         "threat_model": r["threat_model"], "claimed": r["claimed"], "reproduced": p,
-                        "n": n, "se": row.get("se", math.sqrt(p * (1 - p) / n)),
-                        "difference": p - r["claimed"], "setting_differs": []})
+                        **measured, "difference": p - r["claimed"]})
     return out
 
 

@@ -29,28 +29,30 @@ from repurify.progress import progress
 
 
 class Synthesis(Counted):
-    """OAG's synthesis at fixed settings as one counted network call, so that the calibration's
-    passes enter the stage's compute bound. Without ``seeds`` (the bound's timing) each image
-    draws one from a fixed generator; the classifier calls of a ``callback`` are nested in the
-    synthesis call, so neither counted nor timed (one 16-px classifier pass per network step,
-    against T_I + 1 energy passes)."""
+    """OAG's synthesis as one counted network call, so that the calibration's passes enter the
+    stage's compute bound. One instance serves every candidate: a call may pass its own settings,
+    and the bound times the instance's ``s`` (the candidates differ in eps_g, beta and init_std,
+    which cost nothing). Without ``seeds`` (the bound's timing) each image draws one from a fixed
+    generator. The classifier calls of a ``callback`` are nested in the synthesis call, so neither
+    counted nor timed (one classifier pass per network step, against T_I + 1 energy passes)."""
 
     def __init__(self, s: Settings) -> None:
         super().__init__()
         self.s = s
 
     def forward(self, x: torch.Tensor, seeds: torch.Tensor | None = None,
-                callback: Callback | None = None) -> torch.Tensor:
+                callback: Callback | None = None, s: Settings | None = None) -> torch.Tensor:
         if seeds is None:
             seeds = torch.randint(0, 2**62, (len(x),), generator=torch.Generator().manual_seed(0))
-        return synthesize(x, seeds, self.s, callback)
+        return synthesize(x, seeds, s or self.s, callback)
 
 
 def steps_curve(classifier: nn.Module, x: torch.Tensor, y: torch.Tensor, s: Settings,
-                seeds: torch.Tensor, batch_size: int) -> list[float]:
-    """Accuracy of ``classifier`` on the synthesized images after each network step."""
+                seeds: torch.Tensor, batch_size: int, synthesis: Synthesis | None = None) -> list[float]:
+    """Accuracy of ``classifier`` on the synthesized images after each network step (through
+    ``synthesis``, the calibration's counted call, at ``s``)."""
     correct = torch.zeros(s.network_steps, dtype=torch.float64)
-    synthesis = Synthesis(s)
+    synthesis = synthesis or Synthesis(s)
     for i in range(0, len(x), batch_size):
         yb = y[i:i + batch_size].to(x.device)
 
@@ -58,7 +60,7 @@ def steps_curve(classifier: nn.Module, x: torch.Tensor, y: torch.Tensor, s: Sett
             with torch.no_grad():
                 correct[t - 1] += (classifier(img).argmax(1) == yb).sum().item()
 
-        synthesis(x[i:i + batch_size], seeds[i:i + batch_size], record)
+        synthesis(x[i:i + batch_size], seeds[i:i + batch_size], record, s)
     return (correct / len(x)).tolist()
 
 
@@ -82,11 +84,12 @@ def calibrate(spec: OagSpec, classifier: nn.Module, x: torch.Tensor, y: torch.Te
     grid = [(e,) if e is not None else tuple(c) for e, c in
             ((spec.eps_g, cal.eps_g), (spec.beta, cal.beta), (spec.init_std, cal.init_std))]
     steps = cal.max_network_steps
-    candidates = []
+    candidates, synthesis = [], None
     for eps_g, beta, init_std in progress(list(itertools.product(*grid)), "calibrate oag", "setting"):
         chosen = {"eps_g": eps_g, "beta": beta, "init_std": init_std, "network_steps": steps}
         s = replace(settings(spec, chosen), network_steps=steps)  # the whole curve, T_N pinned or not
-        curve = steps_curve(classifier, noisy, y, s, seeds, spec.batch_size)
+        synthesis = synthesis or Synthesis(s)
+        curve = steps_curve(classifier, noisy, y, s, seeds, spec.batch_size, synthesis)
         candidates.append({**chosen, "curve": curve, "peak": max(curve),
                            "stop_step": stop_step(curve, cal.tolerance)})
     best = max(candidates, key=lambda c: c["peak"])  # the first of equal peaks

@@ -134,6 +134,8 @@ class Paper(_Frozen):
             raise ValueError(f"claims cite {unknown}, which are not listed in tables")
         if empty := [t for t in self.tables if not any(c.source == t for c in self.claims)]:
             raise ValueError(f"tables {empty} have no claims")
+        if stray := sorted(set(self.assumed_classifier) - {c.dataset for c in self.claims}):
+            raise ValueError(f"assumed_classifier names datasets {stray} that none of its claims is about")
         by_id = {c.id: c for c in self.claims}
         for c in self.claims:
             if c.restates is None:
@@ -258,7 +260,7 @@ def _adaptive(rows: list[dict[str, Any]], attack: str) -> dict | None:
                  and r.get("source") != "autograd"), None)
 
 
-def _paper_row(claim: Claim, paper: Paper, rows: list[dict[str, Any]], attack: str) -> dict | None:
+def paper_row(claim: Claim, paper: Paper, rows: list[dict[str, Any]], attack: str) -> dict | None:
     """The row of ``attack`` under the paper's protocol (gradient unknown: not stated, None)."""
     if claim.threat_model == "whitebox":
         adaptive = _adaptive(rows, attack)
@@ -280,7 +282,7 @@ def reproduce(claim: Claim, paper: Paper, profile: ProfileParams,
     if claim.threat_model == "none":
         protocol = evaluation["clean_accuracy"]
     elif None not in attacks:
-        protocol = _mean([_paper_row(claim, paper, rows, a) for a in attacks])
+        protocol = _mean([paper_row(claim, paper, rows, a) for a in attacks])
         adaptive = _mean([_adaptive(rows, a) for a in attacks])
     matched = list(zip(parts, attacks, strict=True))
     # on another dataset the row differs anyway: the assumption is not needed there

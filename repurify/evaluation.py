@@ -327,16 +327,19 @@ def load_eval_data(split, profile: ProfileParams, target: nn.Module | None = Non
                 f"correctly classified test images ({len(split.classes)} classes); set n to that")
     k = ev.papernot.seed_images
     if ev.papernot.seeds_from == "train":
-        if len(picked) < ev.n or len(split.x_train) < k:
-            raise ParamsError(
-                f"evaluation.n ({ev.n}) exceeds the {len(y)} test images, or "
-                f"evaluation.papernot.seed_images ({k}) the {len(split.x_train)} training images; lower them")
+        if len(picked) < ev.n:
+            raise ParamsError(f"evaluation.n ({ev.n}) exceeds the {len(y)} test images; lower it")
+        if len(split.x_train) < k:
+            raise ParamsError(f"evaluation.papernot.seed_images ({k}) exceeds the {len(split.x_train)} "
+                              "training images; lower it")
         return EvalData(x[picked].float() / 255, y[picked], split.x_train[:k].float() / 255,
                         len(split.classes))
     rest = torch.ones(len(y), dtype=torch.bool)
     rest[picked] = False
     seeds = torch.nonzero(rest).flatten()[:k]
-    if len(picked) < ev.n or len(seeds) < k:
+    if len(picked) < ev.n:
+        raise ParamsError(f"evaluation.n ({ev.n}) exceeds the {len(y)} test images; lower it")
+    if len(seeds) < k:
         raise ParamsError(
             f"evaluation.n ({ev.n}) + evaluation.papernot.seed_images ({k}) = {ev.n + k} exceeds the "
             f"{len(y)} test images; lower them, or take the seeds from the training split "

@@ -177,12 +177,13 @@ class EvaluationParams(Strict):
 
 class TransferEntry(Strict):
     """A defense slot's variant trained on some classifiers and attacked on others: white-box
-    (AdvAE Table 3), oblivious (HGD Table 4's fixed test sets; OAG Table III, nothing trained)."""
+    (AdvAE Table 3), oblivious (OAG Table III, nothing trained; HGD Table 4, whose fixed test sets
+    this crafts on the evaluated model: ours)."""
 
     defense: str  # a defense slot of kind hgd, advae or oag
     trained_on: list[str] = []  # AdvAE: the Eq. 8 ensemble; HGD: the guide; OAG: none
     evaluated_on: list[str] = Field(min_length=1)
-    # oblivious: crafted on the bare model (HGD Table 4, footnote 2; OAG Table III)
+    # oblivious: crafted on the bare evaluated model (OAG Table III; HGD Table 4: ours)
     threat_models: list[Literal["oblivious", "whitebox"]] = Field(default=["whitebox"], min_length=1)
     attacks: dict[str, list[str]] = {}  # per evaluated classifier, instead of transfer.attacks
     training: DefenseTraining | None = None  # overrides the slot's training settings

@@ -8,8 +8,9 @@ replaced by ``trained_on``) and evaluates it on every ``evaluated_on`` model.
 OAG Table III: OAG, which trains nothing, in front of other target networks.
 An entry's ``threat_models`` choose its rows: white-box (through purifier and
 classifier) and oblivious (crafted on the bare classifier, the rows also giving
-the undefended accuracy): HGD Table 4's fixed test sets are oblivious (its
-footnote 2), OAG Table III is gray-box.
+the undefended accuracy): OAG Table III is gray-box; for HGD Table 4 it is ours
+(the paper's fixed test sets are oblivious for IncV3, its footnote 2, and
+transfers for Resnet, as it does not say they were regenerated).
 """
 
 from __future__ import annotations

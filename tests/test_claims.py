@@ -68,6 +68,8 @@ def _write(tmp_path: Path, mutate) -> Path:
     (lambda r: r["papers"]["advae"]["claims"][-1].update(source="Sec. 4.3.x"), "String should match"),
     (lambda r: r["papers"]["hgd"]["claims"][0].update(pooled_with={"attack": "bim", "steps": 4}),
      "pooled_with pools two known attacks"),
+    (lambda r: r["papers"]["gcln"].update(assumed_classifier={"cifar-10": "ResNet-18"}),
+     "assumed_classifier names datasets ['cifar-10']"),
 ])
 def test_bad_claims_name_the_entry(tmp_path: Path, mutate, message: str) -> None:
     with pytest.raises(ParamsError, match=r"claims\.yaml") as err:

@@ -71,6 +71,10 @@ def test_eval_data_holds_out_papernot_seeds() -> None:
     too_many = prof.model_copy(update={"evaluation": prof.evaluation.model_copy(update={"n": 79})})
     with pytest.raises(ParamsError, match=r"evaluation.n \(79\) \+ .* exceeds the 80 test images"):
         load_eval_data(split, too_many)
+    # more images than the split holds: the seeds' source would not help
+    past = prof.model_copy(update={"evaluation": prof.evaluation.model_copy(update={"n": 81})})
+    with pytest.raises(ParamsError, match=r"evaluation.n \(81\) exceeds the 80 test images; lower it$"):
+        load_eval_data(split, past)
 
 
 def test_eval_data_can_take_papernot_seeds_from_the_training_split() -> None:

@@ -129,6 +129,8 @@ def test_a_counted_stage_records_its_passes_and_bound(monkeypatch: pytest.Monkey
 
 def test_the_oag_calibration_counts_its_synthesis() -> None:
     # calibrate_oag synthesizes outside any purifier: its synthesis must still enter the bound
+    from dataclasses import replace
+
     from repurify.calibration import Synthesis, steps_curve
     from repurify.defenses.oag import OagSpec, settings
     from repurify.defenses.registry import get
@@ -137,11 +139,16 @@ def test_the_oag_calibration_counts_its_synthesis() -> None:
     s = settings(spec, {})
     clf = _classifier()
     x, y = torch.rand(6, *SHAPE), torch.zeros(6, dtype=torch.long)
+    other = replace(s, eps_g=2 * s.eps_g)  # a second candidate: the same cost
+    synthesis = Synthesis(s)
     with passes.counting() as p:
-        curve = steps_curve(clf, x, y, s, torch.arange(6), batch_size=4)
+        curve = steps_curve(clf, x, y, s, torch.arange(6), batch_size=4, synthesis=synthesis)
+        steps_curve(clf, x, y, other, torch.arange(6), batch_size=4, synthesis=synthesis)
     assert len(curve) == s.network_steps
     kinds = {(type(p.modules[c.module]).__name__, c.shape[0]): n for c, n in p.forward.items()}
-    assert kinds == {("Synthesis", 4): 1, ("Synthesis", 2): 1}  # the classifier's calls are inside
+    # the classifier's calls are inside; both candidates are one kind, timed once
+    assert kinds == {("Synthesis", 4): 2, ("Synthesis", 2): 2}
+    assert list(p.modules.values()) == [synthesis]
     assert not p.backward
-    assert passes.bound_seconds(p) > 0  # a module without weights is timed on its input's device
-    assert isinstance(p.modules[next(iter(p.forward)).module], Synthesis)
+    assert {c.device for c in p.forward} == {x.device}  # a module without weights: its input's device
+    assert passes.bound_seconds(p) > 0
