@@ -55,7 +55,7 @@ from repurify.defenses.registry import BuildContext
 from repurify.evaluation import apgd_covered_by, limited
 from repurify.models.classifier import build_classifier
 from repurify.params import AutoAttackSpec, EvaluationLimit, ProfileParams, load_params
-from repurify.transfer import variant
+from repurify.transfer import unchanged, variant
 from workflow.dag import REQUESTS, Stage, stages
 
 HERE = Path(__file__).parent
@@ -409,7 +409,8 @@ class Scale:
         for entry in tr.grid:
             slot = prof.defenses[entry.defense]
             spec = slot if slot.kind == "oag" else variant(slot, entry)
-            terms += [] if slot.kind == "oag" else self.fit(spec)
+            # an unchanged entry takes its slot's trained defense: nothing trained here
+            terms += [] if slot.kind == "oag" or unchanged(prof, entry) else self.fit(spec)
             threats = entry.threat_models
             for name in entry.evaluated_on:  # every listed attack in each threat model of the entry
                 attacks = [(a, prof.attacks[a]) for a in entry.attacks.get(name, tr.attacks)]
@@ -473,7 +474,7 @@ class Scale:
             return [prof.defenses[slot]]
         if kind == "transfer":
             return [variant(prof.defenses[e.defense], e) for e in prof.transfer.grid
-                    if prof.defenses[e.defense].kind != "oag"]
+                    if prof.defenses[e.defense].kind != "oag" and not unchanged(prof, e)]
         if kind == "ablation":
             specs = [v.spec(prof.defenses[v.defense]) for v in prof.ablation.variants]
             return [s for s in specs if s.kind != "oag"]

@@ -37,6 +37,19 @@ def variant(slot: Any, entry: TransferEntry) -> Any:
     return slot.model_copy(update=update)
 
 
+def unchanged(profile: ProfileParams, entry: TransferEntry) -> bool:
+    """The entry runs its slot as trained: the slot's own classifiers or guide, no training
+    override. It then takes the slot's trained defense, as the papers' tables share one model
+    (AdvAE Table 3's X/X column is Table 1's auto-encoder, HGD Table 4's IncV3-guided LGD Table 2's)."""
+    slot = profile.defenses[entry.defense]
+    return slot.kind != "oag" and variant(slot, entry) == slot
+
+
+def reused(profile: ProfileParams) -> list[str]:
+    """The slots whose trained defense some grid entry takes (:func:`unchanged`)."""
+    return list(dict.fromkeys(e.defense for e in profile.transfer.grid if unchanged(profile, e)))
+
+
 def label(names: list[str]) -> str:
     """``X`` or ``{X,A,B}``, as in the papers' tables."""
     return names[0] if len(names) == 1 else "{" + ",".join(names) + "}"
@@ -60,9 +73,11 @@ def oblivious_rows(defended: DefendedModel, specs: list[tuple[str, Any]], x: tor
 
 def run_grid(profile: ProfileParams, classifiers: dict[str, Classifier], train: tuple[torch.Tensor, ...],
              test: tuple[torch.Tensor, ...], *, oag_chosen: dict[str, Any] | None, num_classes: int,
-             seed: int, device: torch.device, out_dir: Path) -> list[dict[str, Any]]:
-    """Train every grid entry's variant (OAG: use the calibrated slot), save trained ones under
-    ``out_dir``, return one row per (entry, evaluated model, attack) plus a ``clean`` row per pair."""
+             seed: int, device: torch.device, out_dir: Path,
+             slots: dict[str, Purifier] | None = None) -> list[dict[str, Any]]:
+    """Train every grid entry's variant (OAG: use the calibrated slot; an :func:`unchanged` entry:
+    its slot's trained defense from ``slots``), save trained ones under ``out_dir``, return one row per
+    (entry, evaluated model, attack) plus a ``clean`` row per pair."""
     tr, ev = profile.transfer, profile.evaluation
     x_test, y_test = test[0][:tr.n].to(device), test[1][:tr.n]
     kw = {"num_classes": num_classes, "batch_size": ev.batch_size, "seed": seed}
@@ -75,6 +90,12 @@ def run_grid(profile: ProfileParams, classifiers: dict[str, Classifier], train: 
             spec = profile.defenses["oag"]
             purifier: Purifier = OAG(settings(spec, oag_chosen), seed, spec.batch_size)
             trained_on = "online"
+        elif unchanged(profile, entry):
+            if slots is None or entry.defense not in slots:
+                raise ValueError(f"grid entry {i} runs the slot {entry.defense!r} unchanged: pass its "
+                                 "trained defense")
+            purifier, trained_on = slots[entry.defense], label(entry.trained_on)
+            base["slot"] = f"train_defense_{entry.defense}"
         else:
             spec = variant(profile.defenses[entry.defense], entry)
             gen = torch.Generator().manual_seed(seed + 1000 + i)

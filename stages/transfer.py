@@ -7,13 +7,14 @@ import sys
 
 from repurify import paths
 from repurify.data import load_dataset
+from repurify.defenses import load_defense
 from repurify.io import atomic_dir, write_json
 from repurify.models.classifier import save_classifier
 from repurify.params import Params
 from repurify.runtime import resolve_device, seed_everything
 from repurify.tracking import stage_run
 from repurify.training import fit_classifier, to_unit
-from repurify.transfer import run_grid
+from repurify.transfer import reused, run_grid
 from stages._cli import calibration, load_classifiers, run_stage
 
 
@@ -24,6 +25,8 @@ def transfer(params: Params, args: argparse.Namespace) -> None:
     ds = load_dataset(paths.path(paths.DATASET, profile))
     classifiers = load_classifiers(params)
     oag_chosen = calibration(params, "oag") if any(e.defense == "oag" for e in tr.grid) else None
+    slots = {slot: load_defense(paths.path(paths.DEFENSE, profile, defense=slot), prof.defenses[slot],
+                                slot, tuple(ds.image_shape)) for slot in reused(prof)}
     s = ds.split
     with stage_run("transfer", params) as run, atomic_dir(paths.path(paths.TRANSFER, profile)) as out:
         zoo = {}
@@ -38,7 +41,7 @@ def transfer(params: Params, args: argparse.Namespace) -> None:
         seed_everything(params.seed)
         rows = run_grid(prof, classifiers, (to_unit(s.x_train), s.y_train), (to_unit(s.x_test), s.y_test),
                         oag_chosen=oag_chosen, num_classes=ds.num_classes, seed=params.seed,
-                        device=device, out_dir=out)
+                        device=device, out_dir=out, slots=slots)
         write_json(paths.path(paths.TRANSFER_METRICS, profile), {"zoo": zoo, "rows": rows})
         for r in rows:
             run.log_metric(f"transfer.{r['column']}.{r['attack']}", r["accuracy"])

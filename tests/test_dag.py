@@ -143,6 +143,15 @@ def test_one_hgd_param_reruns_only_hgd_and_what_uses_it() -> None:
     assert stale(STAGES, params=("defenses.jpeg.quality",)) == ["evaluate_jpeg", "check_jpeg", "report"]
 
 
+def test_a_grid_entry_that_runs_its_slot_unchanged_waits_for_the_slots_training() -> None:
+    # AdvAE Table 3's X/X is Table 1's auto-encoder; HGD Table 4's IncV3-guided LGD is Table 2's
+    for profile, slot in (("mnist", "advae"), ("imagenet_hgd", "hgd")):
+        table = {st.name: st for st in stages(load_params(ROOT / "params.yaml", profile=profile).active)}
+        assert f"data/{{profile}}/defenses/{slot}.pt" in table["transfer"].deps
+    # digits_full's grid trains every variant itself (model X, the ensemble, the substitute's guide)
+    assert not [d for d in next(st for st in FULL if st.name == "transfer").deps if "/defenses/" in d]
+
+
 def test_import_closure_follows_lazy_imports_and_parent_packages() -> None:
     code = closure("stages/calibrate.py", "repurify/defenses/oag.py")
     assert "repurify/calibration.py" in code  # imported inside OAG's calibrator

@@ -123,6 +123,40 @@ def test_run_grid_rows_cover_every_pair_and_attack(tmp_path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["0_advae.pt", "1_hgd.pt"]  # OAG: nothing
 
 
+def test_an_entry_running_its_slot_unchanged_takes_the_slots_trained_defense(tmp_path) -> None:
+    from repurify.defenses import Purifier
+    from repurify.models import build_classifier
+    from repurify.transfer import reused, unchanged
+
+    prof = load_params(ROOT / "params.yaml", profile="smoke").active
+    same = TransferEntry(defense="hgd", trained_on=[prof.defenses["hgd"].guide], evaluated_on=["substitute"],
+                         threat_models=["oblivious"])
+    prof = prof.model_copy(update={"transfer": prof.transfer.model_copy(update={"grid": [same]})})
+    assert unchanged(prof, same) and reused(prof) == ["hgd"]
+
+    class Shift(Purifier):  # a stand-in for the trained slot: its rows must come from it
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return (x + 1) / 2
+
+    torch.manual_seed(0)
+    classifiers = {name: build_classifier("mnist_a", (1, 16, 16), 10, (0.5,), (0.25,)).eval()
+                   .requires_grad_(False) for name in ("target", "substitute")}
+    gen = torch.Generator().manual_seed(0)
+    train = (torch.rand(40, 1, 16, 16, generator=gen), torch.randint(0, 10, (40,), generator=gen))
+    test = (torch.rand(30, 1, 16, 16, generator=gen), torch.randint(0, 10, (30,), generator=gen))
+    kw = {"oag_chosen": None, "num_classes": 10, "seed": 0, "device": torch.device("cpu"),
+          "out_dir": tmp_path}
+    with pytest.raises(ValueError, match="grid entry 0 runs the slot 'hgd' unchanged"):
+        run_grid(prof, classifiers, train, test, **kw)
+    rows = run_grid(prof, classifiers, train, test, slots={"hgd": Shift()}, **kw)
+    assert not list(tmp_path.iterdir())  # nothing trained, nothing saved
+    assert {r["slot"] for r in rows} == {"train_defense_hgd"}
+    clean = next(r for r in rows if r["attack"] == "clean")
+    x, y = test[0][:prof.transfer.n], test[1][:prof.transfer.n]
+    expected = (classifiers["substitute"]((x + 1) / 2).argmax(1) == y).float().mean().item()
+    assert clean["accuracy"] == pytest.approx(expected)
+
+
 def test_report_has_the_transfer_table() -> None:
     rows = [{"defense": "none", "attack": "clean", "threat_model": "none", "accuracy": 0.9, "n": 1}]
     transfer = {"zoo": {"A": {"arch": "mnist_a", "clean_accuracy": 0.98}}, "rows": [

@@ -27,6 +27,7 @@ from repurify.data import source_module
 from repurify.defenses import get
 from repurify.params import ProfileParams, load_params, prepared
 from repurify.plots import PLOTS
+from repurify.transfer import reused
 from stages import DEFAULT_THREADS
 from workflow.imports import ROOT, closure, module_file
 
@@ -169,7 +170,8 @@ def stages(prof: ProfileParams) -> tuple[Stage, ...]:
     table += [st for slot in slots for st in _defense_stages(slot, prof.defenses[slot].kind)]
     experiments: list[str] = []
     if prof.transfer.runs:
-        table.append(_experiment_stage(prof, "transfer", [e.defense for e in prof.transfer.grid], (),
+        table.append(_experiment_stage(prof, "transfer", [e.defense for e in prof.transfer.grid],
+                                       tuple(_one(paths.DEFENSE, s) for s in reused(prof)),
                                        paths.TRANSFER, paths.TRANSFER_METRICS))
         experiments.append(paths.TRANSFER_METRICS)
     if prof.ablation.runs:
