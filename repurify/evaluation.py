@@ -309,7 +309,9 @@ def load_eval_data(split, profile: ProfileParams, target: nn.Module | None = Non
     ev = profile.evaluation
     x, y = split.x_test, split.y_test  # uint8: only the selected images become floats
     if ev.per_class is None:
-        picked = torch.arange(min(ev.n, len(y)))
+        if len(y) < ev.n:
+            raise ParamsError(f"evaluation.n ({ev.n}) exceeds the {len(y)} test images; lower it")
+        picked = torch.arange(ev.n)
     else:
         if target is None:
             raise ValueError("evaluation.per_class selects by the target's predictions: pass it")
@@ -327,8 +329,6 @@ def load_eval_data(split, profile: ProfileParams, target: nn.Module | None = Non
                 f"correctly classified test images ({len(split.classes)} classes); set n to that")
     k = ev.papernot.seed_images
     if ev.papernot.seeds_from == "train":
-        if len(picked) < ev.n:
-            raise ParamsError(f"evaluation.n ({ev.n}) exceeds the {len(y)} test images; lower it")
         if len(split.x_train) < k:
             raise ParamsError(f"evaluation.papernot.seed_images ({k}) exceeds the {len(split.x_train)} "
                               "training images; lower it")
@@ -337,8 +337,6 @@ def load_eval_data(split, profile: ProfileParams, target: nn.Module | None = Non
     rest = torch.ones(len(y), dtype=torch.bool)
     rest[picked] = False
     seeds = torch.nonzero(rest).flatten()[:k]
-    if len(picked) < ev.n:
-        raise ParamsError(f"evaluation.n ({ev.n}) exceeds the {len(y)} test images; lower it")
     if len(seeds) < k:
         raise ParamsError(
             f"evaluation.n ({ev.n}) + evaluation.papernot.seed_images ({k}) = {ev.n + k} exceeds the "
