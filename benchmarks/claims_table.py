@@ -11,7 +11,6 @@ results.md.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,20 +18,17 @@ from typing import Any
 from repurify.claims import compare, load_claims, matching_attack, paper_row, pooled_parts
 from repurify.io import load_json, write_json
 from repurify.params import load_params
+from repurify.stats import row_standard_error, standard_error
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _se(row: dict[str, Any]) -> float:
-    p = row["accuracy"]
-    return row.get("se", math.sqrt(p * (1 - p) / row["n"]))
-
-
 def _measured(claim: Any, paper: Any, profile: Any, evaluation: dict[str, Any]) -> dict[str, Any] | None:
-    """The image count and standard error behind the claim's reproduced accuracy: its row, or a
-    pooled test set's equal parts (the mean's SE: sqrt(sum of the parts' SE^2) / parts)."""
+    """The image count and standard error behind the claim's reproduced accuracy: its row's, or a
+    pooled test set's, whose equal parts attack the same images: the SE of the per-image mean over
+    the parts (where the rows keep their per-image scores; else the parts' mean SE, an upper bound)."""
     if claim.threat_model == "none":
-        return {"n": evaluation["clean"]["n"], "se": _se(evaluation["clean"])}
+        return {"n": evaluation["clean"]["n"], "se": row_standard_error(evaluation["clean"])}
     parts = []
     for part in pooled_parts(claim):
         attack = matching_attack(part, profile)
@@ -40,8 +36,11 @@ def _measured(claim: Any, paper: Any, profile: Any, evaluation: dict[str, Any]) 
         if row is None:
             return None
         parts.append(row)
-    return {"n": sum(r["n"] for r in parts),
-            "se": math.sqrt(sum(_se(r) ** 2 for r in parts)) / len(parts)}
+    if len(parts) > 1 and all("correct" in r for r in parts):
+        se = standard_error([sum(c) / len(c) for c in zip(*(r["correct"] for r in parts), strict=True)])
+    else:
+        se = sum(row_standard_error(r) for r in parts) / len(parts)
+    return {"n": parts[0]["n"], "se": se}
 
 
 def rows(profile_name: str, run: Path) -> list[dict[str, Any]]:

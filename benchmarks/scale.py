@@ -55,7 +55,7 @@ from repurify.defenses.registry import BuildContext
 from repurify.evaluation import apgd_covered_by, limited
 from repurify.models.classifier import build_classifier
 from repurify.params import AutoAttackSpec, EvaluationLimit, ProfileParams, load_params
-from repurify.transfer import unchanged, variant
+from repurify.transfer import trains, unchanged, variant
 from workflow.dag import REQUESTS, Stage, stages
 
 HERE = Path(__file__).parent
@@ -463,7 +463,8 @@ class Scale:
                        "evaluate": evaluated + sum(cache.values()),
                        "check": evaluated + cache["target"],
                        "train_defense": train, "calibrate": train,
-                       "transfer": train + self.n_test * floats,
+                       "transfer": (train if trains(self.prof) or self.prof.transfer.zoo else 0)
+                       + min(self.prof.transfer.n, self.n_test) * floats,
                        "ablation": train + evaluated + cache["target"]}.get(kind, 0)
         return BASE_BYTES + stage_bytes + extra
 

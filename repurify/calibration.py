@@ -52,7 +52,8 @@ def steps_curve(classifier: nn.Module, x: torch.Tensor, y: torch.Tensor, s: Sett
     """Accuracy of ``classifier`` on the synthesized images after each network step (through
     ``synthesis``, the calibration's counted call, at ``s``)."""
     correct = torch.zeros(s.network_steps, dtype=torch.float64)
-    synthesis = synthesis or Synthesis(s)
+    if synthesis is None:
+        synthesis = Synthesis(s)
     for i in range(0, len(x), batch_size):
         yb = y[i:i + batch_size].to(x.device)
 
@@ -88,7 +89,8 @@ def calibrate(spec: OagSpec, classifier: nn.Module, x: torch.Tensor, y: torch.Te
     for eps_g, beta, init_std in progress(list(itertools.product(*grid)), "calibrate oag", "setting"):
         chosen = {"eps_g": eps_g, "beta": beta, "init_std": init_std, "network_steps": steps}
         s = replace(settings(spec, chosen), network_steps=steps)  # the whole curve, T_N pinned or not
-        synthesis = synthesis or Synthesis(s)
+        if synthesis is None:
+            synthesis = Synthesis(s)
         curve = steps_curve(classifier, noisy, y, s, seeds, spec.batch_size, synthesis)
         candidates.append({**chosen, "curve": curve, "peak": max(curve),
                            "stop_step": stop_step(curve, cal.tolerance)})

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
+
+from repurify.stats import row_standard_error
 
 THREATS = ("oblivious", "blackbox", "whitebox")
 # the threat model under which each paper reported its defense (HGD, OAG: gray-box examples of the
@@ -42,14 +43,9 @@ def _pm(v: float, se: float) -> str:
     return f"{100 * v:.1f} ± {100 * se:.1f}"
 
 
-def _se(row: dict[str, Any]) -> float:
-    """The row's standard error; a row without one holds single-draw 0/1 scores: sqrt(p(1-p)/n)."""
-    return row["se"] if "se" in row else math.sqrt(row["accuracy"] * (1 - row["accuracy"]) / row["n"])
-
-
 def _cell(row: dict[str, Any] | None) -> str:
     """Accuracy ± its standard error, in %."""
-    return "" if row is None else _pm(row["accuracy"], _se(row))
+    return "" if row is None else _pm(row["accuracy"], row_standard_error(row))
 
 
 def _sizes(rows: list[dict[str, Any]]) -> str:

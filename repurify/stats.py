@@ -24,6 +24,11 @@ def standard_error(values: Sequence[float]) -> float:
     return math.sqrt(sum((v - m) ** 2 for v in values) / len(values) / len(values))
 
 
+def row_standard_error(row: dict) -> float:
+    """A result row's standard error; a row without one holds single-draw 0/1 scores: sqrt(p(1-p)/n)."""
+    return row["se"] if "se" in row else math.sqrt(row["accuracy"] * (1 - row["accuracy"]) / row["n"])
+
+
 def sign_test(higher: int, lower: int) -> float:
     """One-sided exact p-value of ``higher`` successes in ``higher + lower`` fair coin flips."""
     n = higher + lower

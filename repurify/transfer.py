@@ -4,7 +4,8 @@ AdvAE Table 3: an auto-encoder trained on model X (Eq. 7) or on the ensemble
 {X, A, B} (Eq. 8), plugged in front of models A-D and attacked white-box.
 HGD Table 4: an LGD guided by one classifier protecting another. Each grid
 entry trains a variant of a defense slot (its ``classifiers`` or ``guide``
-replaced by ``trained_on``) and evaluates it on every ``evaluated_on`` model.
+replaced by ``trained_on``), or takes the slot's trained defense where the
+variant is the slot itself, and evaluates it on every ``evaluated_on`` model.
 OAG Table III: OAG, which trains nothing, in front of other target networks.
 An entry's ``threat_models`` choose its rows: white-box (through purifier and
 classifier) and oblivious (crafted on the bare classifier, the rows also giving
@@ -50,6 +51,12 @@ def reused(profile: ProfileParams) -> list[str]:
     return list(dict.fromkeys(e.defense for e in profile.transfer.grid if unchanged(profile, e)))
 
 
+def trains(profile: ProfileParams) -> bool:
+    """Some grid entry trains a variant here (needs the training split)."""
+    return any(profile.defenses[e.defense].kind != "oag" and not unchanged(profile, e)
+               for e in profile.transfer.grid)
+
+
 def label(names: list[str]) -> str:
     """``X`` or ``{X,A,B}``, as in the papers' tables."""
     return names[0] if len(names) == 1 else "{" + ",".join(names) + "}"
@@ -71,9 +78,10 @@ def oblivious_rows(defended: DefendedModel, specs: list[tuple[str, Any]], x: tor
     return rows
 
 
-def run_grid(profile: ProfileParams, classifiers: dict[str, Classifier], train: tuple[torch.Tensor, ...],
-             test: tuple[torch.Tensor, ...], *, oag_chosen: dict[str, Any] | None, num_classes: int,
-             seed: int, device: torch.device, out_dir: Path,
+def run_grid(profile: ProfileParams, classifiers: dict[str, Classifier],
+             train: tuple[torch.Tensor, ...] | None, test: tuple[torch.Tensor, ...], *,
+             oag_chosen: dict[str, Any] | None, num_classes: int, seed: int, device: torch.device,
+             out_dir: Path,
              slots: dict[str, Purifier] | None = None) -> list[dict[str, Any]]:
     """Train every grid entry's variant (OAG: use the calibrated slot; an :func:`unchanged` entry:
     its slot's trained defense from ``slots``), save trained ones under ``out_dir``, return one row per
@@ -97,6 +105,8 @@ def run_grid(profile: ProfileParams, classifiers: dict[str, Classifier], train: 
             purifier, trained_on = slots[entry.defense], label(entry.trained_on)
             base["slot"] = f"train_defense_{entry.defense}"
         else:
+            if train is None:
+                raise ValueError(f"grid entry {i} trains a variant: pass the training split")
             spec = variant(profile.defenses[entry.defense], entry)
             gen = torch.Generator().manual_seed(seed + 1000 + i)
             purifier, hist, _ = get(spec.kind).fit(spec, *train, classifiers, device=device, gen=gen)

@@ -14,7 +14,7 @@ from repurify.params import Params
 from repurify.runtime import resolve_device, seed_everything
 from repurify.tracking import stage_run
 from repurify.training import fit_classifier, to_unit
-from repurify.transfer import reused, run_grid
+from repurify.transfer import reused, run_grid, trains
 from stages._cli import calibration, load_classifiers, run_stage
 
 
@@ -39,7 +39,8 @@ def transfer(params: Params, args: argparse.Namespace) -> None:
         for model in classifiers.values():
             model.eval().requires_grad_(False)
         seed_everything(params.seed)
-        rows = run_grid(prof, classifiers, (to_unit(s.x_train), s.y_train), (to_unit(s.x_test), s.y_test),
+        train = (to_unit(s.x_train), s.y_train) if trains(prof) else None  # only what the grid needs
+        rows = run_grid(prof, classifiers, train, (to_unit(s.x_test[:tr.n]), s.y_test[:tr.n]),
                         oag_chosen=oag_chosen, num_classes=ds.num_classes, seed=params.seed,
                         device=device, out_dir=out, slots=slots)
         write_json(paths.path(paths.TRANSFER_METRICS, profile), {"zoo": zoo, "rows": rows})

@@ -208,21 +208,26 @@ def test_a_partial_runs_claims_table_has_the_papers_numbers_beside_its_rows(tmp_
     assert (got["advae-t1-01"]["n"], got["advae-t1-01"]["se"]) == (1000, 0.0049)
 
 
-def test_a_pooled_claim_in_the_claims_table_is_its_parts_mean_with_their_images_and_error(
+def test_a_pooled_claim_in_the_claims_table_is_its_parts_mean_with_a_paired_error(
         tmp_path: Path) -> None:
-    """Known answer: HGD's BlackTestSet at 4/255 pools FGSM and IFGSM4 in equal parts, so 60% and
-    40% on 1000 images each (SE 0.03, 0.04) read 50% on 2000 images, SE 0.025."""
+    """Known answer: HGD's BlackTestSet at 4/255 pools FGSM and IFGSM4 in equal parts on the same
+    4 images, scores [1, 1, 1, 0] and [1, 1, 0, 0]: 62.5% on 4 images, the SE of the per-image means
+    [1, 1, 0.5, 0]; without per-image scores, the parts' mean SE (an upper bound)."""
     from benchmarks.claims_table import rows
+    from repurify.stats import standard_error
 
     shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
-    part = {"threat_model": "blackbox", "source": "transfer", "n": 1000}
-    write_json(tmp_path / "metrics/imagenet_hgd/eval/none.json",
-               {"clean": {"accuracy": 0.7, "n": 1000, "se": 0.0145}, "clean_accuracy": 0.7,
-                "results": [{**part, "attack": "hgd_fgsm4", "accuracy": 0.6, "se": 0.03},
-                            {**part, "attack": "hgd_ifgsm4_4", "accuracy": 0.4, "se": 0.04}]})
-    got = {r["id"]: r for r in rows("imagenet_hgd", tmp_path)}
-    assert got["hgd-t2-19"]["attack"] == "fgsm + bim"
-    assert got["hgd-t2-19"]["reproduced"] == pytest.approx(0.5)
-    assert got["hgd-t2-19"]["n"] == 2000
-    assert got["hgd-t2-19"]["se"] == pytest.approx(0.025)
-    assert got["hgd-t2-19"]["difference"] == pytest.approx(0.5 - 0.612)
+    part = {"threat_model": "blackbox", "source": "transfer", "n": 4}
+    fgsm = {**part, "attack": "hgd_fgsm4", "accuracy": 0.75, "se": 0.2165, "correct": [1, 1, 1, 0]}
+    ifgsm = {**part, "attack": "hgd_ifgsm4_4", "accuracy": 0.5, "se": 0.25, "correct": [1, 1, 0, 0]}
+    path = tmp_path / "metrics/imagenet_hgd/eval/none.json"
+    for results, se in (([fgsm, ifgsm], standard_error([1, 1, 0.5, 0])),
+                        ([{k: v for k, v in r.items() if k != "correct"} for r in (fgsm, ifgsm)],
+                         (0.2165 + 0.25) / 2)):
+        write_json(path, {"clean": {"accuracy": 0.75, "n": 4, "se": 0.2165}, "clean_accuracy": 0.75,
+                          "results": results})
+        got = {r["id"]: r for r in rows("imagenet_hgd", tmp_path)}["hgd-t2-19"]
+        assert got["attack"] == "fgsm + bim"
+        assert (got["reproduced"], got["n"]) == (pytest.approx(0.625), 4)
+        assert got["se"] == pytest.approx(se)
+        assert got["difference"] == pytest.approx(0.625 - 0.612)

@@ -178,6 +178,27 @@ def test_calibration_picks_the_best_peak_and_its_stop_step() -> None:
     assert (result, series) == calibrate(_spec(), _classifier(), x, y, seed=0, device=torch.device("cpu"))
 
 
+def test_calibration_synthesizes_each_candidate_at_its_settings_through_one_counted_call(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import repurify.calibration as cal
+    from repurify import passes
+
+    seen, real = [], cal.synthesize
+
+    def spy(x, seeds, s, callback=None):
+        seen.append(s.eps_g)
+        return real(x, seeds, s, callback)
+
+    monkeypatch.setattr(cal, "synthesize", spy)
+    x, y = _images(12), torch.arange(12) % 10
+    with passes.counting() as p:
+        result, _ = calibrate(_spec(), _classifier(), x, y, seed=0, device=torch.device("cpu"))
+    eps = [c["eps_g"] for c in result["candidates"]]
+    assert len(set(eps)) == 2 and sorted(set(seen)) == sorted(eps)  # each candidate its own eps_g
+    # one Synthesis for every candidate: the bound times the synthesis once
+    assert sum(isinstance(m, cal.Synthesis) for m in p.modules.values()) == 1
+
+
 def test_a_network_steps_null_variant_runs_at_the_calibrated_t_n() -> None:
     """A slot pinned at the paper's T_N still gets the whole curve and its calibrated T_N, which
     the slot ignores and an ablation variant with ``network_steps: null`` runs at."""

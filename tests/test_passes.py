@@ -152,3 +152,20 @@ def test_the_oag_calibration_counts_its_synthesis() -> None:
     assert not p.backward
     assert {c.device for c in p.forward} == {x.device}  # a module without weights: its input's device
     assert passes.bound_seconds(p) > 0
+
+
+def test_a_call_kind_is_timed_on_its_inputs_device() -> None:
+    # a module without weights (JPEG, OAG's synthesis) has no device of its own: the input's counts
+    class Where(passes.Counted):
+        def __init__(self) -> None:
+            super().__init__()
+            self.devices: set[torch.device] = set()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            self.devices.add(x.device)
+            return x * 2
+
+    m = Where()
+    kind = passes.Call(id(m), SHAPE, torch.float32, torch.device("meta"), False, False, False, False)
+    passes._cost(m, kind, 2, False)
+    assert m.devices == {torch.device("meta")}
