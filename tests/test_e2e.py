@@ -77,7 +77,11 @@ def _check_outputs(repo: Path) -> dict:
         assert trained["best_val_loss"] == min(trained["history"]["val_loss"])
         metrics[f"defenses/{d}"] = trained
     transfer = json.loads((repo / "metrics/smoke/transfer.json").read_text())
-    assert {r["column"] for r in transfer["rows"]} == {"{target,substitute}/D", "substitute/target"}
+    assert {r["column"] for r in transfer["rows"]} == {"{target,substitute}/D", "substitute/target",
+                                                       "target/substitute"}
+    # the unchanged entry is the slot's own HGD, not a retrained copy
+    reused = {r.get("slot") for r in transfer["rows"] if r["column"] == "target/substitute"}
+    assert reused == {"train_defense_hgd"}
     metrics["transfer"] = transfer
     ablation = json.loads((repo / "metrics/smoke/ablation.json").read_text())
     assert list(dict.fromkeys(r["variant"] for r in ablation["rows"])) == [

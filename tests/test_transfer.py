@@ -90,6 +90,7 @@ def test_zoo_may_not_shadow_a_role_and_attacks_must_exist(raw: dict[str, Any]) -
 
 
 def test_run_grid_rows_cover_every_pair_and_attack(tmp_path) -> None:
+    from repurify.defenses.base import Identity
     from repurify.models import build_classifier
 
     prof = load_params(ROOT / "params.yaml", profile="smoke").active
@@ -108,12 +109,14 @@ def test_run_grid_rows_cover_every_pair_and_attack(tmp_path) -> None:
         update={"grid": [*prof.transfer.grid, oag]})})
     chosen = {"eps_g": 1.0, "beta": 1e-4, "init_std": 0.01, "network_steps": 2}
     rows = run_grid(prof, classifiers, train, test, oag_chosen=chosen, num_classes=10, seed=0,
-                    device=torch.device("cpu"), out_dir=tmp_path)
+                    device=torch.device("cpu"), out_dir=tmp_path, slots={"hgd": Identity()})
     assert sorted((r["column"], r["attack"], r["threat_model"]) for r in rows) == sorted(
         [("{target,substitute}/D", "clean", "none"), ("{target,substitute}/D", "fgsm", "whitebox"),
-         # HGD Table 4: the fixed test sets (oblivious, footnote 2) and white-box beside them
+         # HGD Table 4: oblivious (ours: crafted on the evaluated model) and white-box beside
          ("substitute/target", "clean", "none"), ("substitute/target", "fgsm", "oblivious"),
          ("substitute/target", "fgsm", "whitebox"),
+         # the slot's own HGD (here a stand-in) before the substitute: nothing trained
+         ("target/substitute", "clean", "none"), ("target/substitute", "fgsm", "oblivious"),
          ("online/target", "clean", "none"), ("online/target", "fgsm", "oblivious"),
          ("online/D", "clean", "none"), ("online/D", "pgd", "oblivious")])
     assert all(r["n"] == prof.transfer.n and 0 <= r["accuracy"] <= 1 for r in rows)
